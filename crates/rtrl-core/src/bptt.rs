@@ -70,7 +70,9 @@ impl<T: Scalar> Bptt<T> {
         self.d_next.fill(T::zero());
         for t in (0..self.len).rev() {
             // δs_t gains the loss gradient of step t.
-            for (d, &g) in self.d_next[..n].iter_mut().zip(&self.dl_dh[t * n..(t + 1) * n]) {
+            for (d, &g) in
+                self.d_next[..n].iter_mut().zip(&self.dl_dh[t * n..(t + 1) * n])
+            {
                 *d += g;
             }
             self.cell.backward(
@@ -80,7 +82,14 @@ impl<T: Scalar> Bptt<T> {
                 &mut self.d_gates,
                 &mut self.d_state,
             );
-            accumulate_block_gradients(layout, offsets, n, &self.tape[t], &self.d_gates, grad);
+            accumulate_block_gradients(
+                layout,
+                offsets,
+                n,
+                &self.tape[t],
+                &self.d_gates,
+                grad,
+            );
             std::mem::swap(&mut self.d_next, &mut self.d_state);
         }
         self.len = 0;

@@ -63,7 +63,10 @@ impl<T: Scalar> StateJacobian<T> {
     /// Zeroed storage for `shape`.
     pub fn new(shape: CellShape) -> Self {
         let extra = if shape.state > shape.hidden { shape.state } else { 0 };
-        StateJacobian { dh: Mat::zeros(shape.hidden, shape.state), diag: vec![T::zero(); extra] }
+        StateJacobian {
+            dh: Mat::zeros(shape.hidden, shape.state),
+            diag: vec![T::zero(); extra],
+        }
     }
 
     /// Entry `∂s'[row]/∂s[col]`.
@@ -180,10 +183,42 @@ pub trait Cell<T: Scalar>: Send + Sync {
     );
 
     /// `D_t` of the cached step.
-    fn state_jacobian(&self, params: &[T], cache: &StepCache<T>, out: &mut StateJacobian<T>);
+    fn state_jacobian(
+        &self,
+        params: &[T],
+        cache: &StepCache<T>,
+        out: &mut StateJacobian<T>,
+    );
 
     /// `∂s'/∂a_g` of the cached step for every gate.
-    fn gate_jacobian(&self, params: &[T], cache: &StepCache<T>, out: &mut GateJacobian<T>);
+    fn gate_jacobian(
+        &self,
+        params: &[T],
+        cache: &StepCache<T>,
+        out: &mut GateJacobian<T>,
+    );
+
+    /// The unit-wise blocks of `D_t`: for each unit `c`, the
+    /// `k × k` block (`k = |s| / n` state components) of derivatives of
+    /// the components of unit `c` with respect to the components of the
+    /// same unit, `out[c·k² + a·k + b] = ∂s'[a·n + c]/∂s[b·n + c]`.
+    ///
+    /// This is all SnAp-1 needs; cells compute it in `O(n²)` or better,
+    /// without forming `D_t`. The default extracts it from
+    /// [`state_jacobian`](Cell::state_jacobian) (and allocates).
+    fn unit_jacobian(&self, params: &[T], cache: &StepCache<T>, out: &mut [T]) {
+        let shape = self.shape();
+        let (n, k) = (shape.hidden, shape.state / shape.hidden);
+        let mut d = StateJacobian::new(shape);
+        self.state_jacobian(params, cache, &mut d);
+        for c in 0..n {
+            for a in 0..k {
+                for b in 0..k {
+                    out[c * k * k + a * k + b] = d.entry(a * n + c, b * n + c);
+                }
+            }
+        }
+    }
 }
 
 /// Adds the gradient of every core block from the gate gradients of one

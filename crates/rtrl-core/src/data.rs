@@ -25,7 +25,12 @@ pub struct Batch<T> {
 
 impl<T: Scalar> Batch<T> {
     /// Zeroed batch of the given sizes.
-    pub fn zeros(batch: usize, steps: usize, input_width: usize, output_width: usize) -> Self {
+    pub fn zeros(
+        batch: usize,
+        steps: usize,
+        input_width: usize,
+        output_width: usize,
+    ) -> Self {
         Batch {
             batch,
             steps,
@@ -66,7 +71,11 @@ impl<T: Scalar> Batch<T> {
             return shape("batch target width", output_width, self.output_width);
         }
         if self.inputs.len() != self.batch * self.steps * input_width {
-            return shape("batch inputs", self.batch * self.steps * input_width, self.inputs.len());
+            return shape(
+                "batch inputs",
+                self.batch * self.steps * input_width,
+                self.inputs.len(),
+            );
         }
         if self.targets.len() != self.batch * self.steps * output_width {
             return shape(
@@ -147,7 +156,8 @@ mod tests {
     #[test]
     fn softmax_gradient_sums_to_zero() {
         let mut d = [0.0f64; 3];
-        let loss = Loss::SoftmaxCrossEntropy.step(&[1.0, 2.0, 3.0], &[0.0, 1.0, 0.0], &mut d);
+        let loss =
+            Loss::SoftmaxCrossEntropy.step(&[1.0, 2.0, 3.0], &[0.0, 1.0, 0.0], &mut d);
         assert!(loss > 0.0);
         assert!(d.iter().sum::<f64>().abs() < 1e-12);
     }

@@ -82,7 +82,7 @@ impl Block {
 #[derive(Debug, Clone)]
 pub struct BlockSpec {
     /// Name.
-    pub name: &'static str,
+    pub name: String,
     /// Role.
     pub kind: BlockKind,
     /// Rows.
@@ -165,7 +165,7 @@ impl ParamLayout {
                 None
             };
             blocks.push(Block {
-                name: spec.name.to_string(),
+                name: spec.name.clone(),
                 kind: spec.kind,
                 rows: spec.rows,
                 cols: spec.cols,
@@ -277,7 +277,8 @@ impl ParamLayout {
 
     /// Whether flat entry `index` is a parameter (core or readout).
     pub fn is_kept(&self, index: usize) -> bool {
-        let block = self.blocks.iter().find(|b| index >= b.offset && index < b.offset + b.len());
+        let block =
+            self.blocks.iter().find(|b| index >= b.offset && index < b.offset + b.len());
         block.is_some_and(|b| {
             let local = index - b.offset;
             b.is_kept(local / b.cols, local % b.cols)
@@ -299,7 +300,8 @@ impl ParamLayout {
                     // Draw for every entry so that masks do not shift the stream.
                     let value: f64 = rng.random_range(-bound..bound);
                     if block.is_kept(row, col) {
-                        params[block.offset + row * block.cols + col] = T::from_f64(value);
+                        params[block.offset + row * block.cols + col] =
+                            T::from_f64(value);
                     }
                 }
             }
@@ -341,7 +343,9 @@ impl ParamLayout {
         }
         adjacent
             .into_iter()
-            .map(|row| row.iter().enumerate().filter(|(_, &a)| a).map(|(c, _)| c).collect())
+            .map(|row| {
+                row.iter().enumerate().filter(|(_, &a)| a).map(|(c, _)| c).collect()
+            })
             .collect()
     }
 }
@@ -352,16 +356,30 @@ mod tests {
 
     fn specs() -> Vec<BlockSpec> {
         vec![
-            BlockSpec { name: "W", kind: BlockKind::Input, rows: 3, cols: 4, gate: 0, source: 0 },
             BlockSpec {
-                name: "R",
+                name: "W".into(),
+                kind: BlockKind::Input,
+                rows: 3,
+                cols: 4,
+                gate: 0,
+                source: 0,
+            },
+            BlockSpec {
+                name: "R".into(),
                 kind: BlockKind::Recurrent,
                 rows: 4,
                 cols: 4,
                 gate: 0,
                 source: 1,
             },
-            BlockSpec { name: "V", kind: BlockKind::Readout, rows: 2, cols: 4, gate: 0, source: 0 },
+            BlockSpec {
+                name: "V".into(),
+                kind: BlockKind::Readout,
+                rows: 2,
+                cols: 4,
+                gate: 0,
+                source: 0,
+            },
         ]
     }
 

@@ -29,6 +29,7 @@
 
 pub mod bptt;
 pub mod cell;
+pub mod check;
 pub mod data;
 pub mod error;
 pub mod estimator;
@@ -40,7 +41,9 @@ pub mod scalar;
 pub mod train;
 
 pub use bptt::Bptt;
-pub use cell::{accumulate_block_gradients, Cell, CellShape, GateJacobian, StateJacobian, StepCache};
+pub use cell::{
+    accumulate_block_gradients, Cell, CellShape, GateJacobian, StateJacobian, StepCache,
+};
 pub use data::{Batch, Loss};
 pub use error::{Error, Result};
 pub use estimator::Estimator;

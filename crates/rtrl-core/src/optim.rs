@@ -64,7 +64,15 @@ impl<T: Scalar> Adam<T> {
     /// Adam with learning rate `lr` (finite, > 0) and default moments.
     pub fn new(lr: f64) -> Result<Self> {
         check_positive("learning rate", lr)?;
-        Ok(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, m: Vec::new(), v: Vec::new() })
+        Ok(Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step: 0,
+            m: Vec::new(),
+            v: Vec::new(),
+        })
     }
 }
 
@@ -85,7 +93,9 @@ impl<T: Scalar> Optimizer<T> for Adam<T> {
         let inv_sqrt_c2 = T::from_f64(1.0 / c2.sqrt());
         let (b1, b2) = (T::from_f64(self.beta1), T::from_f64(self.beta2));
         let (one, eps) = (T::one(), T::from_f64(self.eps));
-        for (((p, &g), m), v) in params.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
+        for (((p, &g), m), v) in
+            params.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v)
+        {
             *m = b1 * *m + (one - b1) * g;
             *v = b2 * *v + (one - b2) * g * g;
             *p -= step_size * *m / (v.sqrt() * inv_sqrt_c2 + eps);

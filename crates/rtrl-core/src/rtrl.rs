@@ -94,7 +94,8 @@ pub fn add_immediate<T: Scalar>(
             Some(dense) => {
                 // A dense gate touches every state row: one pass per row r.
                 for r in 0..s {
-                    let col = jt.col_mut(r).try_as_col_major_mut().expect("contiguous column");
+                    let col =
+                        jt.col_mut(r).try_as_col_major_mut().expect("contiguous column");
                     let col = col.as_slice_mut();
                     for (k, &u) in source.iter().enumerate() {
                         let first = block.offset + k * block.cols;
@@ -115,8 +116,10 @@ pub fn add_immediate<T: Scalar>(
                     let rows = component * n;
                     for c in 0..block.cols {
                         let g = diag[rows + c];
-                        let col =
-                            jt.col_mut(rows + c).try_as_col_major_mut().expect("contiguous");
+                        let col = jt
+                            .col_mut(rows + c)
+                            .try_as_col_major_mut()
+                            .expect("contiguous");
                         let col = col.as_slice_mut();
                         for (k, &u) in source.iter().enumerate() {
                             let p = column_of[block.offset + k * block.cols + c];

@@ -57,7 +57,14 @@ impl<T: Scalar> Readout<T> {
             crate::error::check_size("readout rank", rank)?;
             crate::error::check_positive("alpha", alpha)?;
         }
-        Ok(Readout { outputs, hidden, mode, base, mask, effective: vec![T::zero(); outputs * hidden] })
+        Ok(Readout {
+            outputs,
+            hidden,
+            mode,
+            base,
+            mask,
+            effective: vec![T::zero(); outputs * hidden],
+        })
     }
 
     /// Length of the readout's trainable vector.
@@ -107,7 +114,9 @@ impl<T: Scalar> Readout<T> {
                     for j in 0..rank {
                         let bo = scale * b[o * rank + j];
                         let row = &mut self.effective[o * self.hidden..][..self.hidden];
-                        for (v, &aj) in row.iter_mut().zip(&a[j * self.hidden..][..self.hidden]) {
+                        for (v, &aj) in
+                            row.iter_mut().zip(&a[j * self.hidden..][..self.hidden])
+                        {
                             *v += bo * aj;
                         }
                     }
@@ -208,7 +217,8 @@ impl<T: Scalar> Worker<T> {
 
         // Logits z = V·h, then the loss and ∂L/∂z.
         for (o, z) in self.logits.iter_mut().enumerate() {
-            *z = v[o * hidden..][..hidden].iter().zip(&self.h).map(|(&a, &b)| a * b).sum();
+            *z =
+                v[o * hidden..][..hidden].iter().zip(&self.h).map(|(&a, &b)| a * b).sum();
         }
         let step_loss = loss.step(&self.logits, target, &mut self.d_logits);
         self.loss += (step_loss * scale).as_f64();
@@ -270,7 +280,8 @@ impl<T: Scalar> Trainer<T> {
         optimizer: Box<dyn Optimizer<T>>,
         config: TrainerConfig,
     ) -> Result<Self> {
-        let first = estimators.first().ok_or(Error::ZeroSize { what: "batch size", value: 0 })?;
+        let first =
+            estimators.first().ok_or(Error::ZeroSize { what: "batch size", value: 0 })?;
         let core_len = first.num_params();
         let hidden = first.hidden();
         let shape_error = |what: &str, expected: usize, got: usize| Error::Shape {
@@ -285,7 +296,11 @@ impl<T: Scalar> Trainer<T> {
             return Err(shape_error("readout columns", hidden, readout.hidden));
         }
         if readout_values.len() != readout.num_params() {
-            return Err(shape_error("readout values", readout.num_params(), readout_values.len()));
+            return Err(shape_error(
+                "readout values",
+                readout.num_params(),
+                readout_values.len(),
+            ));
         }
         let outputs = readout.outputs;
         let workers = estimators
@@ -430,7 +445,15 @@ impl<T: Scalar> Trainer<T> {
                 w.loss = 0.0;
                 for t in 0..batch.steps {
                     let b = first + i;
-                    w.step(core, v, batch.input(b, t), batch.target(b, t), loss, scale, false);
+                    w.step(
+                        core,
+                        v,
+                        batch.input(b, t),
+                        batch.target(b, t),
+                        loss,
+                        scale,
+                        false,
+                    );
                 }
             });
             total += workers.iter().map(|w| w.loss).sum::<f64>();
