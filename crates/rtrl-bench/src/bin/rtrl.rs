@@ -1,0 +1,321 @@
+//! The `rtrl` command line: train a recurrent network online on the copy
+//! task and report its loss curve.
+//!
+//! ```text
+//! rtrl train --model gru --algo rtrl --epochs 500 --log gru-rtrl.csv
+//! ```
+//!
+//! Every failure, from a bad flag to a diverging loss, ends the process
+//! with a non-zero status and one line on stderr; a `--log` file appears
+//! only when the run completed.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rtrl_bench::{run, Algo, CsvLog, OptimizerKind, RunConfig, RunError, RunSummary};
+use rtrl_cells::CellKind;
+
+/// Exit status of a command line that could not be parsed.
+const USAGE_ERROR: u8 = 2;
+
+/// Train recurrent networks online (RTRL) or with BPTT on the copy task.
+#[derive(Debug, Parser)]
+#[command(name = "rtrl", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train one network on the copy task; print a summary line and
+    /// optionally write the loss curve as CSV.
+    Train(TrainArgs),
+}
+
+/// The cells, as named on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Model {
+    /// Gated recurrent unit.
+    Gru,
+    /// Long short-term memory.
+    Lstm,
+    /// Plain tanh RNN.
+    Rnn,
+}
+
+impl From<Model> for CellKind {
+    fn from(model: Model) -> Self {
+        match model {
+            Model::Gru => CellKind::Gru,
+            Model::Lstm => CellKind::Lstm,
+            Model::Rnn => CellKind::Rnn,
+        }
+    }
+}
+
+/// The flags of `rtrl train`, named after the thesis's code. Defaults are
+/// the thesis's protocol.
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+struct TrainArgs {
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value_t = Model::Gru)]
+    model: Model,
+
+    /// Gradient estimator.
+    #[arg(long, visible_alias = "type", value_enum, default_value_t = Algo::Rtrl)]
+    algo: Algo,
+
+    /// Update the weights whenever a gradient is ready (after every step
+    /// for RTRL) instead of once per batch.
+    #[arg(long, action = ArgAction::Set, value_name = "true|false",
+          default_value_t = RunConfig::default().online)]
+    online: bool,
+
+    /// Hidden units.
+    #[arg(long, default_value_t = RunConfig::default().hidden)]
+    hidden: usize,
+
+    /// Sequences per batch (one batch per epoch).
+    #[arg(long, default_value_t = RunConfig::default().batch)]
+    batch: usize,
+
+    /// Number of epochs (training batches).
+    #[arg(long, default_value_t = RunConfig::default().epochs)]
+    epochs: usize,
+
+    /// Learning rate.
+    #[arg(long, default_value_t = RunConfig::default().lr)]
+    lr: f64,
+
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    optimizer: OptimizerKind,
+
+    /// Seed of the masks, initial weights and data.
+    #[arg(long, default_value_t = RunConfig::default().seed)]
+    seed: u64,
+
+    /// Longest copy pattern; sequences have 2·max-len + 2 steps.
+    #[arg(long, default_value_t = RunConfig::default().max_len)]
+    max_len: usize,
+
+    /// Shortest copy pattern [default: max(1, max-len − 5)].
+    #[arg(long)]
+    min_len: Option<usize>,
+
+    /// Bits per pattern step.
+    #[arg(long, default_value_t = RunConfig::default().bits)]
+    bits: usize,
+
+    /// Fraction of each recurrent matrix kept, in (0, 1].
+    #[arg(long, default_value_t = RunConfig::default().recurrent_density)]
+    recurrent_density: f64,
+
+    /// Fraction of each input and readout matrix kept, in (0, 1].
+    #[arg(long, default_value_t = RunConfig::default().inout_density)]
+    inout_density: f64,
+
+    /// Window of truncated BPTT in steps (with --algo tbptt only).
+    #[arg(long)]
+    window: Option<usize>,
+
+    /// Add one bias vector per gate.
+    #[arg(long)]
+    bias: bool,
+
+    /// Write one CSV row per epoch to this file (written when the run
+    /// completes).
+    #[arg(long, value_name = "FILE.csv")]
+    log: Option<PathBuf>,
+
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> RunConfig {
+        RunConfig {
+            model: self.model.into(),
+            algo: self.algo,
+            online: self.online,
+            hidden: self.hidden,
+            batch: self.batch,
+            epochs: self.epochs,
+            lr: self.lr,
+            optimizer: self.optimizer,
+            seed: self.seed,
+            max_len: self.max_len,
+            min_len: self.min_len,
+            bits: self.bits,
+            recurrent_density: self.recurrent_density,
+            inout_density: self.inout_density,
+            window: self.window,
+            bias: self.bias,
+            ..RunConfig::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // An unexpected panic still ends in one line.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_string());
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let message = message.replace('\n', " ");
+        eprintln!("error: internal failure{}: {message}", place.unwrap_or_default());
+    }));
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    match cli.command {
+        Command::Train(args) => match train(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Prints a clap error as one line (help and version as clap prints
+/// them) and returns its exit status.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        eprintln!(
+            "error: no command given; run 'rtrl train [OPTIONS]', see 'rtrl --help'"
+        );
+        return ExitCode::from(USAGE_ERROR);
+    }
+
+    // Keep clap's message and its hints, drop the usage block.
+    let rendered = error.render().to_string();
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("Usage:")
+                && !line.starts_with("For more information")
+        })
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .collect();
+    let message = if parts.is_empty() { "invalid command line" } else { parts[0] };
+    let mut line = message.to_string();
+    for hint in &parts[1..] {
+        line.push_str(&format!(" {hint}"));
+    }
+    eprintln!("error: {line}; see 'rtrl train --help'");
+    ExitCode::from(USAGE_ERROR)
+}
+
+/// Runs `rtrl train`; an error comes back as one sentence.
+fn train(args: &TrainArgs) -> Result<(), String> {
+    let config = args.config();
+    config.validate().map_err(|e| sentence(&e))?;
+
+    // The log's folder is checked before any training.
+    let mut log = match &args.log {
+        Some(path) => Some(CsvLog::create(path).map_err(|e| sentence(&e))?),
+        None => None,
+    };
+
+    let progress = if args.quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(
+            Some(config.epochs as u64),
+            ProgressDrawTarget::stderr(),
+        );
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed} < {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{} {}", config.model, config.algo));
+        bar
+    };
+
+    // Train; rows go to the log as they come, the first write error is kept.
+    let mut log_error = None;
+    let mut last_val = f64::NAN;
+    let result = run(&config, &mut |record| {
+        if let Some(val) = record.val_loss {
+            last_val = val;
+        }
+        progress.set_message(format!("train {:.4} val {last_val:.4}", record.train_loss));
+        progress.inc(1);
+        if let (Some(log), None) = (log.as_mut(), &log_error) {
+            log_error = log.write(record).err();
+        }
+    });
+    progress.finish_and_clear();
+    let summary = result.map_err(|e| sentence(&e))?;
+    if let Some(error) = log_error {
+        return Err(sentence(&error));
+    }
+    if let Some(log) = log.take() {
+        log.finish().map_err(|e| sentence(&e))?;
+    }
+
+    println!("{}", summary_line(&config, &summary));
+    Ok(())
+}
+
+/// A library error as one sentence, naming the flag at fault.
+fn sentence(error: &RunError) -> String {
+    match error {
+        RunError::InvalidSetting { setting, value, requirement } => {
+            format!("--{setting} must be {requirement}, got {value}")
+        }
+        RunError::WindowRequired => {
+            "--algo tbptt needs a window: add --window K with K at least 1".to_string()
+        }
+        RunError::WindowUnused { algo } => format!(
+            "--window applies to --algo tbptt only, not to --algo {algo}; drop it"
+        ),
+        RunError::Diverged { epoch, value } => format!(
+            "training diverged: the loss became {value:.3e} at epoch {epoch}; \
+             lower the learning rate (--lr)"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The summary printed at the end of a run.
+fn summary_line(config: &RunConfig, summary: &RunSummary) -> String {
+    format!(
+        "{model} {algo}: final train loss {train:.4}, final val loss {val:.4}, \
+         mean val loss over the last {tail} epochs {mean:.4}, wall time {wall:.1} s, \
+         {per_epoch:.4} s/epoch, Jacobian entries {entries} ({bytes} bytes)",
+        model = config.model,
+        algo = config.algo,
+        train = summary.final_train_loss,
+        val = summary.final_val_loss,
+        tail = rtrl_bench::experiment::TAIL_EPOCHS.min(summary.epochs),
+        mean = summary.mean_val_loss_tail,
+        wall = summary.wall_seconds,
+        per_epoch = summary.seconds_per_epoch,
+        entries = summary.jacobian_entries,
+        bytes = summary.jacobian_bytes,
+    )
+}
