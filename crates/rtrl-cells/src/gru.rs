@@ -2,6 +2,9 @@
 
 use std::marker::PhantomData;
 
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatRef, Par};
+
 use rtrl_core::{
     Cell, CellShape, GateJacobian, ParamLayout, Result, Scalar, StateJacobian, StepCache,
 };
@@ -240,37 +243,34 @@ impl<T: Scalar> Cell<T> for Gru<T> {
 
         // ∂h'[j]/∂h[k] = (1 − z_j) δ_kj + (h~_j − h_j) z'_j R_z[k, j]
         //   + z_j (1 − h~_j²) (r_k R_h[k, j] + Σ_i R_r[k, i] h_i r'_i R_h[i, j]).
-        // First M[i, j] = h_i r'_i R_h[i, j] into row i, then R_r · M.
-        let mut dh = out.dh.as_mut();
-        for k in 0..n {
-            for j in 0..n {
-                dh[(k, j)] = T::zero();
-            }
-        }
+        // The triple sum is one product R_r · (diag(h r') R_h), in faer.
         for i in 0..n {
             let s = h[i] * r[i] * (T::one() - r[i]);
-            if s == T::zero() {
-                continue;
-            }
-            for k in 0..n {
-                let coeff = r_r[k * n + i] * s;
-                if coeff == T::zero() {
-                    continue;
-                }
-                for j in 0..n {
-                    dh[(k, j)] += coeff * r_h[i * n + j];
-                }
+            for (w, &v) in
+                out.work[i * n..(i + 1) * n].iter_mut().zip(&r_h[i * n..(i + 1) * n])
+            {
+                *w = s * v;
             }
         }
-        for k in 0..n {
-            for j in 0..n {
-                let through_candidate = z[j] * (T::one() - cand[j] * cand[j]);
-                let through_update = (cand[j] - h[j]) * z[j] * (T::one() - z[j]);
-                let value = (dh[(k, j)] + r[k] * r_h[k * n + j]) * through_candidate
+        matmul(
+            out.dh.as_mut(),
+            Accum::Replace,
+            MatRef::from_row_major_slice(r_r, n, n),
+            MatRef::from_row_major_slice(&out.work, n, n),
+            T::one(),
+            Par::Seq,
+        );
+
+        // The remaining terms, one column j (one new unit) at a time.
+        for j in 0..n {
+            let through_candidate = z[j] * (T::one() - cand[j] * cand[j]);
+            let through_update = (cand[j] - h[j]) * z[j] * (T::one() - z[j]);
+            let col = out.dh.col_as_slice_mut(j);
+            for k in 0..n {
+                col[k] = (col[k] + r[k] * r_h[k * n + j]) * through_candidate
                     + through_update * r_z[k * n + j];
-                dh[(k, j)] = value;
             }
-            dh[(k, k)] += T::one() - z[k];
+            col[j] += T::one() - z[j];
         }
     }
 

@@ -226,18 +226,21 @@ impl<T: Scalar> Cell<T> for Lstm<T> {
 
         // Per unit j: how c'_j moves with each gate's pre-activation, and
         // how h'_j moves with c'_j and with a_o[j].
-        let mut dh = out.dh.as_mut();
         for j in 0..n {
             let e_i = g[j] * i[j] * (one - i[j]);
             let e_f = c[j] * f[j] * (one - f[j]);
             let e_z = i[j] * (one - g[j] * g[j]);
             let h_from_c = o[j] * (one - tc[j] * tc[j]);
             let h_from_o = tc[j] * o[j] * (one - o[j]);
-            for k in 0..n {
+            let dc = |k: usize| {
                 let kj = k * n + j;
-                let dc = r_i[kj] * e_i + r_f[kj] * e_f + r_z[kj] * e_z;
-                dh[(k, n + j)] = dc;
-                dh[(k, j)] = h_from_c * dc + h_from_o * r_o[kj];
+                r_i[kj] * e_i + r_f[kj] * e_f + r_z[kj] * e_z
+            };
+            for (k, v) in out.dh.col_as_slice_mut(n + j).iter_mut().enumerate() {
+                *v = dc(k);
+            }
+            for (k, v) in out.dh.col_as_slice_mut(j).iter_mut().enumerate() {
+                *v = h_from_c * dc(k) + h_from_o * r_o[k * n + j];
             }
 
             // The c columns: ∂h'_j/∂c_j and ∂c'_j/∂c_j = f_j.

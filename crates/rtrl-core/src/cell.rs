@@ -57,6 +57,8 @@ pub struct StateJacobian<T> {
     pub dh: Mat<T>,
     /// `state` entries (empty when the state is `h` alone).
     pub diag: Vec<T>,
+    /// Scratch space a cell may use while filling `dh` (`hidden²` entries).
+    pub work: Vec<T>,
 }
 
 impl<T: Scalar> StateJacobian<T> {
@@ -66,6 +68,7 @@ impl<T: Scalar> StateJacobian<T> {
         StateJacobian {
             dh: Mat::zeros(shape.hidden, shape.state),
             diag: vec![T::zero(); extra],
+            work: vec![T::zero(); shape.hidden * shape.hidden],
         }
     }
 

@@ -7,7 +7,6 @@ use faer::{Accum, Mat, Par};
 
 use crate::cell::{Cell, CellShape, GateJacobian, StateJacobian, StepCache};
 use crate::estimator::Estimator;
-use crate::layout::MASKED;
 use crate::scalar::Scalar;
 
 /// Exact RTRL: the full influence matrix `J_t = ∂s_t/∂θ`, carried forward
@@ -40,6 +39,7 @@ pub struct Rtrl<T: Scalar> {
     j_next: Mat<T>,
     fresh: bool,
     acc: Vec<T>,
+    order: UnitOrder,
 }
 
 impl<T: Scalar> Rtrl<T> {
@@ -57,6 +57,7 @@ impl<T: Scalar> Rtrl<T> {
             j_next: Mat::zeros(p, shape.state),
             fresh: true,
             acc: vec![T::zero(); p],
+            order: UnitOrder::new(cell.layout(), shape.hidden),
             shape,
             cell,
         }
@@ -65,7 +66,14 @@ impl<T: Scalar> Rtrl<T> {
     /// The influence matrix `J_t` (`|s| × P`, columns in kept-parameter
     /// order), copied out for inspection.
     pub fn influence(&self) -> Mat<T> {
-        self.j.transpose().to_owned()
+        let column_of = self.cell.layout().column_of();
+        let mut out = Mat::zeros(self.shape.state, self.j.nrows());
+        for (p, &flat) in self.order.flat.iter().enumerate() {
+            for r in 0..self.shape.state {
+                out[(r, column_of[flat] as usize)] = self.j[(p, r)];
+            }
+        }
+        out
     }
 
     /// The cell this estimator follows.
@@ -74,59 +82,114 @@ impl<T: Scalar> Rtrl<T> {
     }
 }
 
+/// The core parameters grouped by target unit.
+///
+/// Every core entry `M[k, c]` feeds unit `c` alone (through its gate's
+/// pre-activation), so an influence matrix whose parameter columns are
+/// grouped by `c` receives the immediate Jacobian of a unit-wise gate as
+/// one contiguous run per block and unit, instead of a stride through
+/// every block. Within a unit, parameters follow block order and then
+/// row `k`.
+#[derive(Debug, Clone)]
+pub struct UnitOrder {
+    /// For each grouped position, the flat index of the parameter.
+    pub flat: Vec<usize>,
+    /// For each core block and unit `c`, the first grouped position.
+    pub start: Vec<Vec<usize>>,
+    /// For each core block and unit `c`, the kept rows (`None`: all rows).
+    pub rows: Vec<Vec<Option<Vec<usize>>>>,
+}
+
+impl UnitOrder {
+    /// Groups the kept core entries of `layout` by unit (`hidden` units).
+    pub fn new(layout: &crate::ParamLayout, hidden: usize) -> Self {
+        let blocks: Vec<_> = layout.core_blocks().collect();
+        let mut flat = Vec::with_capacity(layout.num_core_params());
+        let mut start = vec![vec![0; hidden]; blocks.len()];
+        let mut rows = vec![vec![None; hidden]; blocks.len()];
+        for c in 0..hidden {
+            for (b, block) in blocks.iter().enumerate() {
+                start[b][c] = flat.len();
+                if block.mask.is_some() {
+                    let kept: Vec<usize> =
+                        (0..block.rows).filter(|&k| block.is_kept(k, c)).collect();
+                    flat.extend(kept.iter().map(|&k| block.offset + k * block.cols + c));
+                    rows[b][c] = Some(kept);
+                } else {
+                    flat.extend(
+                        (0..block.rows).map(|k| block.offset + k * block.cols + c),
+                    );
+                }
+            }
+        }
+        UnitOrder { flat, start, rows }
+    }
+}
+
 /// Adds the immediate Jacobian `I_t` to a transposed influence matrix
-/// `jt` (`P × |s|`): `Jᵀ[p, r] += u[k] · ∂s'[r]/∂a_g[c]` for every kept
-/// core entry `p = M[k, c]`.
+/// `jt` (`P × |s|`, parameters in [`UnitOrder`]):
+/// `Jᵀ[p, r] += u[k] · ∂s'[r]/∂a_g[c]` for every kept core entry
+/// `p = M[k, c]`.
 pub fn add_immediate<T: Scalar>(
     cell: &dyn Cell<T>,
+    order: &UnitOrder,
     cache: &StepCache<T>,
     gates: &GateJacobian<T>,
     jt: &mut Mat<T>,
 ) {
     let shape = cell.shape();
     let (n, s) = (shape.hidden, shape.state);
-    let layout = cell.layout();
-    let column_of = layout.column_of();
     let offsets = cell.source_offsets();
-    for block in layout.core_blocks() {
+
+    // One run of `u[k] · g` into a block's positions for one unit.
+    let add_run = |col: &mut [T],
+                   start: usize,
+                   rows: &Option<Vec<usize>>,
+                   u: &[T],
+                   g: T| {
+        match rows {
+            None => {
+                for (d, &uk) in col[start..start + u.len()].iter_mut().zip(u) {
+                    *d += uk * g;
+                }
+            }
+            Some(rows) => {
+                for (d, &k) in col[start..start + rows.len()].iter_mut().zip(rows) {
+                    *d += u[k] * g;
+                }
+            }
+        }
+    };
+
+    for (b, block) in cell.layout().core_blocks().enumerate() {
         let source = &cache.sources[offsets[block.source]..][..block.rows];
+        let (start, rows) = (&order.start[b], &order.rows[b]);
         match &gates.dense[block.gate] {
             Some(dense) => {
-                // A dense gate touches every state row: one pass per row r.
+                // A dense gate touches every state row r.
                 for r in 0..s {
-                    let col =
-                        jt.col_mut(r).try_as_col_major_mut().expect("contiguous column");
-                    let col = col.as_slice_mut();
-                    for (k, &u) in source.iter().enumerate() {
-                        let first = block.offset + k * block.cols;
-                        for c in 0..block.cols {
-                            let p = column_of[first + c];
-                            if p != MASKED {
-                                col[p as usize] += u * dense[(c, r)];
-                            }
+                    let g = dense.col_as_slice(r);
+                    let col = jt.col_as_slice_mut(r);
+                    for c in 0..n {
+                        if g[c] != T::zero() {
+                            add_run(col, start[c], &rows[c], source, g[c]);
                         }
                     }
                 }
             }
             None => {
-                // A unit-wise gate touches rows c (and n + c): one pass per
-                // state component.
+                // A unit-wise gate touches rows c (and n + c) only.
                 let diag = &gates.diag[block.gate * s..(block.gate + 1) * s];
-                for component in 0..s / n {
-                    let rows = component * n;
-                    for c in 0..block.cols {
-                        let g = diag[rows + c];
-                        let col = jt
-                            .col_mut(rows + c)
-                            .try_as_col_major_mut()
-                            .expect("contiguous");
-                        let col = col.as_slice_mut();
-                        for (k, &u) in source.iter().enumerate() {
-                            let p = column_of[block.offset + k * block.cols + c];
-                            if p != MASKED {
-                                col[p as usize] += u * g;
-                            }
-                        }
+                for r in 0..s {
+                    let c = r % n;
+                    if diag[r] != T::zero() {
+                        add_run(
+                            jt.col_as_slice_mut(r),
+                            start[c],
+                            &rows[c],
+                            source,
+                            diag[r],
+                        );
                     }
                 }
             }
@@ -178,15 +241,21 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
             // The cell-state columns act unit-wise.
             for r in 0..self.d.diag.len() {
                 let scale = self.d.diag[r];
-                let src = n + r % n;
-                for p in 0..self.j.nrows() {
-                    self.j_next[(p, r)] += scale * self.j[(p, src)];
+                let src = self.j.col_as_slice(n + r % n);
+                for (d, &v) in self.j_next.col_as_slice_mut(r).iter_mut().zip(src) {
+                    *d += scale * v;
                 }
             }
         }
 
         // Add the immediate Jacobian I_t.
-        add_immediate(&*self.cell, &self.cache, &self.gates, &mut self.j_next);
+        add_immediate(
+            &*self.cell,
+            &self.order,
+            &self.cache,
+            &self.gates,
+            &mut self.j_next,
+        );
         std::mem::swap(&mut self.j, &mut self.j_next);
         self.fresh = false;
         let _ = s;
@@ -197,12 +266,11 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
             if dl == T::zero() {
                 continue;
             }
-            let col = self.j.col(r).try_as_col_major().expect("contiguous column");
-            for (a, &v) in self.acc.iter_mut().zip(col.as_slice()) {
+            for (a, &v) in self.acc.iter_mut().zip(self.j.col_as_slice(r)) {
                 *a += dl * v;
             }
         }
-        for (&flat, &a) in self.cell.layout().kept().iter().zip(&self.acc) {
+        for (&flat, &a) in self.order.flat.iter().zip(&self.acc) {
             grad[flat] += a;
         }
         true
