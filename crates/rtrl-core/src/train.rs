@@ -412,12 +412,11 @@ impl<T: Scalar> Trainer<T> {
             }
         }
         let core = &self.theta[..self.core_len];
-        let flushed: Vec<bool> = self
-            .workers
-            .par_iter_mut()
-            .map(|w| w.estimator.flush(core, &mut w.grad))
-            .collect();
-        if pending || flushed.iter().any(|&f| f) {
+        self.workers.par_iter_mut().for_each(|w| {
+            let flushed = w.estimator.flush(core, &mut w.grad);
+            w.ready |= flushed;
+        });
+        if pending || self.workers.iter().any(|w| w.ready) {
             self.apply();
         }
         let mean = self.workers.iter().map(|w| w.loss).sum::<f64>() / batch.batch as f64;
