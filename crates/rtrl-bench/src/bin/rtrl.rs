@@ -246,7 +246,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             ProgressDrawTarget::stderr(),
         );
         let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed} < {eta})",
+            "{prefix} [{wide_bar}] {pos}/{len} {msg} {elapsed}<{eta}",
         )
         .expect("valid template")
         .progress_chars("=> ");
