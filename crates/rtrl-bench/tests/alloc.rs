@@ -3,7 +3,8 @@
 //! A counting global allocator wraps the system one; every estimator
 //! runs one sequence to size its buffers, then a second one is counted.
 //! The trainer is checked the same way over whole batches, on pools of
-//! one and two threads.
+//! one and two threads. Only the test's own threads count: the test
+//! harness's threads allocate for their own bookkeeping.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +17,16 @@ use rtrl_tasks::{CopyStream, CopyTask};
 
 struct Counting;
 
+thread_local! {
+    /// Whether allocations on this thread count.
+    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether an allocation happening now, on this thread, counts.
+fn counts() -> bool {
+    COUNTING.load(Ordering::Relaxed) && COUNTED.with(|c| c.get())
+}
+
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 /// Tests in this file run one at a time: the counter is global.
@@ -23,7 +34,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counts() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded unchanged to the system allocator.
@@ -36,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counts() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded unchanged to the system allocator.
@@ -49,6 +60,7 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations made while `f` runs.
 fn count<R>(f: impl FnOnce() -> R) -> (usize, R) {
+    COUNTED.with(|c| c.set(true));
     ALLOCATIONS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
     let result = f();
@@ -120,7 +132,12 @@ fn estimator_steps_do_not_allocate() {
 fn trainer_batches_do_not_allocate() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        // The pool's threads count too.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .start_handler(|_| COUNTED.with(|c| c.set(true)))
+            .build()
+            .unwrap();
         for config in configs() {
             let (cell, params, task) = setup(&config);
             let setup = build_estimators(&config, &cell, &params).unwrap();
@@ -148,7 +165,7 @@ fn trainer_batches_do_not_allocate() {
                 loss.unwrap();
                 assert_eq!(
                     allocations, 0,
-                    "{} {} allocated on {threads} thread(s)",
+                    "{} {} allocated {allocations} times on {threads} thread(s)",
                     config.model, config.algo
                 );
             });

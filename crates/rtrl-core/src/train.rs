@@ -171,6 +171,26 @@ impl<T: Scalar> Readout<T> {
     }
 }
 
+/// Runs one matrix product on every thread of the current rayon pool.
+///
+/// `faer` keeps a packing buffer per thread, allocated by that thread's
+/// first product; doing it here, once, keeps later training steps free of
+/// heap allocation whichever thread a sequence lands on.
+fn warm_up_threads<T: Scalar>() {
+    rayon::broadcast(|_| {
+        let a = faer::Mat::<T>::zeros(64, 64);
+        let mut c = faer::Mat::<T>::zeros(64, 64);
+        faer::linalg::matmul::matmul(
+            c.as_mut(),
+            faer::Accum::Replace,
+            a.as_ref(),
+            a.as_ref(),
+            T::one(),
+            faer::Par::Seq,
+        );
+    });
+}
+
 /// Settings of a [`Trainer`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainerConfig {
@@ -390,6 +410,9 @@ impl<T: Scalar> Trainer<T> {
     /// the mean loss per sequence.
     pub fn train_batch(&mut self, batch: &Batch<T>) -> Result<f64> {
         self.check_batch(batch, true)?;
+        if self.batches == 0 {
+            warm_up_threads::<T>();
+        }
         self.batches += 1;
         let loss = self.config.loss;
         let scale = T::from_f64(loss.scale(batch.steps, batch.output_width));
