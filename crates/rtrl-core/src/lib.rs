@@ -33,6 +33,7 @@ pub mod check;
 pub mod data;
 pub mod error;
 pub mod estimator;
+pub mod kernel;
 pub mod layout;
 pub mod optim;
 pub mod rng;

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
+use faer::Mat;
 
 use crate::cell::{Cell, CellShape, GateJacobian, StateJacobian, StepCache};
 use crate::estimator::Estimator;
+use crate::kernel::propagate;
 use crate::scalar::Scalar;
 
 /// Exact RTRL: the full influence matrix `J_t = ∂s_t/∂θ`, carried forward
@@ -230,13 +230,10 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
             self.j_next.fill(T::zero());
         } else {
             self.cell.state_jacobian(theta, &self.cache, &mut self.d);
-            matmul(
+            propagate(
                 self.j_next.as_mut(),
-                Accum::Replace,
                 self.j.as_ref().subcols(0, n),
                 self.d.dh.as_ref(),
-                T::one(),
-                Par::Seq,
             );
             // The cell-state columns act unit-wise.
             for r in 0..self.d.diag.len() {
