@@ -123,11 +123,22 @@ fn draw<DB: DrawingBackend>(
             .x_label_area_size(50)
             .y_label_area_size(70);
         if log {
+            // Ticks on the measured x values (the hidden sizes).
+            let mut keys: Vec<f64> =
+                panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+            keys.sort_by(f64::total_cmp);
+            keys.dedup();
             let mut chart = builder
-                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .build_cartesian_2d(
+                    (x0..x1).log_scale().with_key_points(keys),
+                    (y0..y1).log_scale(),
+                )
                 .map_err(|e| e.to_string())?;
             chart
                 .configure_mesh()
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.0e}"))
+                .light_line_style(WHITE)
                 .x_desc(&panel.x_label)
                 .y_desc(&panel.y_label)
                 .label_style(("sans-serif", 16))
@@ -161,10 +172,15 @@ fn draw<DB: DrawingBackend>(
                 .draw()
                 .map_err(|e| e.to_string())?;
         } else {
-            let mut chart =
-                builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| e.to_string())?;
+            // The x axis starts at 0, as the thesis's figure does.
+            let mut chart = builder
+                .build_cartesian_2d(0.0..x1.max(1.0), y0..y1)
+                .map_err(|e| e.to_string())?;
             chart
                 .configure_mesh()
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.2}"))
+                .light_line_style(WHITE)
                 .x_desc(&panel.x_label)
                 .y_desc(&panel.y_label)
                 .label_style(("sans-serif", 16))

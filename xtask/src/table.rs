@@ -260,7 +260,11 @@ pub fn markdown(rows: &[TableRow]) -> String {
         let mut line = vec![kind.name().to_uppercase()];
         for row in rows.iter().filter(|r| r.cell == kind.name()) {
             let ours = if row.entries_std > 0.0 {
-                format!("{:.0} ± {:.0}", row.entries, row.entries_std)
+                format!(
+                    "{} ± {}",
+                    thousands(row.entries.round() as usize),
+                    thousands(row.entries_std.round() as usize)
+                )
             } else {
                 thousands(row.entries as usize)
             };
