@@ -926,7 +926,7 @@ fn read_header(bytes: &[u8], file: &str) -> Result<Header, CheckpointError> {
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     let looks_like_json = bytes[8] == b'{';
-    if n < 2 || n > MAX_HEADER {
+    if !(2..=MAX_HEADER).contains(&n) {
         return Err(if looks_like_json {
             corrupted(format!("the header length field reads {n}"))
         } else {

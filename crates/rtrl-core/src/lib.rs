@@ -30,6 +30,7 @@
 pub mod bptt;
 pub mod cell;
 pub mod check;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod estimator;
