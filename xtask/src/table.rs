@@ -15,9 +15,12 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 
 use rtrl_cells::{CellConfig, CellKind};
-use rtrl_core::{BlockKind, Cell, ParamLayout, Sparsity};
+use rtrl_core::{BlockKind, Cell, Estimator, ParamLayout, Rtrl, Sparsity};
+use rtrl_lora::{LoraConfig, LoraLayout, LoraRtrl};
+use rtrl_snap::Snap;
 use serde::Serialize;
 
 use crate::methods::{
@@ -73,8 +76,12 @@ pub struct TableRow {
     pub thesis: Option<usize>,
     /// RTRL's count divided by this one.
     pub reduction: f64,
-    /// Bytes stored by one sequence's estimator (`f32`, `J^c` included).
+    /// Bytes stored by one sequence's estimator (`f32`, `J^c` included),
+    /// as the estimator reports it (the mean over mask seeds for SnAp-2).
     pub bytes: f64,
+    /// Entries of `J^h` as the estimator crates count them (the mean
+    /// over mask seeds for SnAp-2); equal to `entries`.
+    pub estimator_entries: f64,
 }
 
 /// A cell of the thesis network, dense or with recurrent density
@@ -83,14 +90,14 @@ pub fn thesis_cell(
     kind: CellKind,
     density: f64,
     seed: u64,
-) -> Result<ParamLayout, XtaskError> {
+) -> Result<Arc<dyn Cell<f32>>, XtaskError> {
     let config = CellConfig {
         sparsity: Sparsity { recurrent_density: density, inout_density: 1.0, seed },
         ..CellConfig::new(kind, INPUT, HIDDEN, OUTPUTS)
     };
-    let cell: std::sync::Arc<dyn Cell<f32>> = rtrl_cells::build(&config)
+    let cell: Arc<dyn Cell<f32>> = rtrl_cells::build(&config)
         .map_err(|e| XtaskError::Output(format!("cannot build the {kind} cell: {e}")))?;
-    Ok(cell.layout().clone())
+    Ok(cell)
 }
 
 /// Entries of `J^h` that SnAp-`level` keeps on `layout` (`hidden` units):
@@ -190,13 +197,34 @@ pub fn expected_snap2_entries(
     n * (mean_params + g * m * mean_edges + g * column_and_edge)
 }
 
-/// State rows per hidden unit that an estimator stores (2 for an LSTM).
-fn components(kind: CellKind) -> usize {
-    if kind == CellKind::Lstm {
-        2
-    } else {
-        1
-    }
+/// What the estimator crates report for one network: entries of `J^h`
+/// and bytes stored.
+fn estimator_counts(
+    method: Method,
+    cell: &Arc<dyn Cell<f32>>,
+) -> Result<(usize, usize), XtaskError> {
+    let failed = |e: rtrl_core::Error| {
+        XtaskError::Output(format!("cannot build {}: {e}", method.label()))
+    };
+    let estimator: Box<dyn Estimator<f32>> = match method {
+        Method::Bptt | Method::Rtrl => Box::new(Rtrl::new(cell.clone())),
+        Method::Snap1 => Box::new(Snap::new(cell.clone(), 1).map_err(failed)?),
+        Method::Snap2 => Box::new(Snap::new(cell.clone(), 2).map_err(failed)?),
+        Method::LoraRtrl => {
+            let layout = cell.layout();
+            let base = layout.init::<f32>(0)[..layout.core_len()].to_vec();
+            let config = LoraConfig {
+                rank_input: LORA_RANK_INPUT,
+                rank_recurrent: LORA_RANK_RECURRENT,
+                ..LoraConfig::default()
+            };
+            let lora = LoraLayout::new(layout, &config).map_err(failed)?;
+            let estimator = LoraRtrl::new(cell.clone(), base, config).map_err(failed)?;
+            assert_eq!(lora.jacobian_entries(HIDDEN), estimator.jacobian_entries());
+            Box::new(estimator)
+        }
+    };
+    Ok((estimator.jacobian_entries(), estimator.jacobian_bytes()))
 }
 
 /// Computes every row of the table.
@@ -204,43 +232,52 @@ pub fn rows() -> Result<Vec<TableRow>, XtaskError> {
     let mut rows = Vec::new();
     for kind in CELLS {
         let dense = thesis_cell(kind, 1.0, 0)?;
-        let rtrl = HIDDEN * dense.num_core_params();
-        let bytes = |entries: f64| entries * components(kind) as f64 * 4.0;
-        let exact = |method: Method, entries: usize| TableRow {
-            cell: kind.name().to_string(),
-            method: method.label().to_string(),
-            entries: entries as f64,
-            entries_std: 0.0,
-            entries_min: entries,
-            entries_max: entries,
-            expected: entries as f64,
-            thesis: thesis_entries(kind, method),
-            reduction: rtrl as f64 / entries as f64,
-            bytes: bytes(entries as f64),
+        let rtrl = HIDDEN * dense.layout().num_core_params();
+        let exact = |method: Method, entries: usize| -> Result<TableRow, XtaskError> {
+            let (estimator_entries, bytes) = estimator_counts(method, &dense)?;
+            Ok(TableRow {
+                cell: kind.name().to_string(),
+                method: method.label().to_string(),
+                entries: entries as f64,
+                entries_std: 0.0,
+                entries_min: entries,
+                entries_max: entries,
+                expected: entries as f64,
+                thesis: thesis_entries(kind, method),
+                reduction: rtrl as f64 / entries as f64,
+                bytes: bytes as f64,
+                estimator_entries: estimator_entries as f64,
+            })
         };
-        rows.push(exact(Method::Rtrl, rtrl));
-        rows.push(exact(Method::Snap1, snap_entries(&dense, HIDDEN, 1)));
+        rows.push(exact(Method::Rtrl, rtrl)?);
+        rows.push(exact(Method::Snap1, snap_entries(dense.layout(), HIDDEN, 1))?);
 
         // SnAp-2 on sparse networks: one count per mask seed.
-        let mut counts = Vec::new();
+        let (mut counts, mut reported, mut bytes) = (Vec::new(), 0, 0);
         for seed in 0..MASK_SEEDS {
             let sparse = thesis_cell(kind, SNAP2_DENSITY, seed)?;
-            counts.push(snap_entries(&sparse, HIDDEN, 2));
+            counts.push(snap_entries(sparse.layout(), HIDDEN, 2));
+            let (entries, stored) = estimator_counts(Method::Snap2, &sparse)?;
+            reported += entries;
+            bytes += stored;
         }
         let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
         let var = counts.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>()
             / (counts.len() as f64 - 1.0);
         rows.push(TableRow {
+            cell: kind.name().to_string(),
+            method: Method::Snap2.label().to_string(),
+            entries: mean,
             entries_std: var.sqrt(),
             entries_min: *counts.iter().min().unwrap_or(&0),
             entries_max: *counts.iter().max().unwrap_or(&0),
             expected: expected_snap2_entries(kind.gates(), INPUT, HIDDEN, SNAP2_DENSITY),
+            thesis: thesis_entries(kind, Method::Snap2),
             reduction: rtrl as f64 / mean,
-            bytes: bytes(mean),
-            entries: mean,
-            ..exact(Method::Snap2, 0)
+            bytes: bytes as f64 / MASK_SEEDS as f64,
+            estimator_entries: reported as f64 / MASK_SEEDS as f64,
         });
-        rows.push(exact(Method::LoraRtrl, lora_entries(&dense, HIDDEN)));
+        rows.push(exact(Method::LoraRtrl, lora_entries(dense.layout(), HIDDEN))?);
     }
     Ok(rows)
 }
@@ -301,6 +338,7 @@ pub fn markdown(rows: &[TableRow]) -> String {
                 thousands(r.entries_min),
                 thousands(r.entries_max),
                 format!("{:.1}", r.expected),
+                format!("{:.1}", r.estimator_entries),
                 r.thesis.map(thousands).unwrap_or_default(),
                 format!("{:.2}", r.reduction),
                 thousands(r.bytes.round() as usize),
@@ -360,6 +398,24 @@ mod tests {
     }
 
     #[test]
+    fn our_counts_equal_the_estimator_crates() {
+        for row in rows().unwrap() {
+            assert_eq!(row.entries, row.estimator_entries, "{} {}", row.cell, row.method);
+        }
+        for kind in CELLS {
+            for seed in 0..5 {
+                let cell = thesis_cell(kind, SNAP2_DENSITY, seed).unwrap();
+                for level in 1..=3 {
+                    let theirs =
+                        rtrl_snap::jacobian_entries(cell.layout(), cell.shape(), level)
+                            .unwrap();
+                    assert_eq!(snap_entries(cell.layout(), HIDDEN, level), theirs);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn lstm_stores_twice_its_entries() {
         let rows = rows().unwrap();
         let rtrl = find(&rows, CellKind::Lstm, Method::Rtrl);
@@ -371,7 +427,8 @@ mod tests {
     #[test]
     fn snap_reaches_rtrl_on_a_dense_network_at_level_two() {
         let dense = thesis_cell(CellKind::Gru, 1.0, 0).unwrap();
-        assert_eq!(snap_entries(&dense, HIDDEN, 2), HIDDEN * dense.num_core_params());
+        let layout = dense.layout();
+        assert_eq!(snap_entries(layout, HIDDEN, 2), HIDDEN * layout.num_core_params());
     }
 
     #[test]
@@ -381,8 +438,8 @@ mod tests {
         for kind in CELLS {
             let mean = (0..400)
                 .map(|seed| {
-                    let layout = thesis_cell(kind, SNAP2_DENSITY, 1000 + seed).unwrap();
-                    snap_entries(&layout, HIDDEN, 2) as f64
+                    let cell = thesis_cell(kind, SNAP2_DENSITY, 1000 + seed).unwrap();
+                    snap_entries(cell.layout(), HIDDEN, 2) as f64
                 })
                 .sum::<f64>()
                 / 400.0;
