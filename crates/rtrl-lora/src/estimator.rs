@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
+use faer::Mat;
+use rtrl_core::kernel::propagate;
 use rtrl_core::{
     Cell, CellShape, Error, Estimator, GateJacobian, Result, Scalar, StateJacobian,
     StepCache,
@@ -388,16 +388,13 @@ impl<T: Scalar> Estimator<T> for LoraRtrl<T> {
 
         // Propagate the h columns in one product:
         // Jᵀ_t = Jᵀ_{t−1}[:, h] · (∂s'/∂h) (skipped while J_{t−1} = 0).
-        let propagate = !self.fresh;
-        if propagate {
+        let carried = !self.fresh;
+        if carried {
             self.cell.state_jacobian(&self.effective, &self.cache, &mut self.d);
-            matmul(
+            propagate(
                 self.j_next.as_mut(),
-                Accum::Replace,
                 self.j.as_ref().subcols(0, n),
                 self.d.dh.as_ref(),
-                T::one(),
-                Par::Seq,
             );
         }
 
@@ -408,7 +405,7 @@ impl<T: Scalar> Estimator<T> for LoraRtrl<T> {
 
             // The LSTM's c columns act unit-wise:
             // Jᵀ_t[:, r] += D[r, n + r mod n] · Jᵀ_{t−1}[:, n + r mod n].
-            if !propagate {
+            if !carried {
                 col.fill(T::zero());
             } else if let Some(&scale) = self.d.diag.get(r) {
                 if scale != T::zero() {
