@@ -10,10 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rtrl_bench::{run, RunConfig, RunSummary};
+use rtrl_bench::RunConfig;
 use rtrl_cells::CellKind;
 use serde::Serialize;
 
+use crate::harness::{Harness, Trained};
 use crate::methods::{Method, CELLS, METHODS};
 use crate::output::{markdown_table, write_csv};
 use crate::plot::{self, Series};
@@ -89,49 +90,36 @@ pub fn ema(values: &[f64], alpha: f64) -> Vec<f64> {
     out
 }
 
-/// Runs `config` with a progress bar; returns its validation points.
+/// Trains `method` on `config` with a progress bar.
 fn run_with_progress(
     label: &str,
+    method: Method,
     config: &RunConfig,
-) -> Result<(RunSummary, Vec<(usize, f64)>), XtaskError> {
+    base: Option<&Path>,
+) -> Result<(Harness, Trained), XtaskError> {
     let bar = ProgressBar::new(config.epochs as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg}")
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
     bar.set_prefix(label.to_string());
-    let mut points = Vec::new();
-    let result = run(config, &mut |record| {
-        bar.set_position(record.epoch as u64);
-        if let Some(val) = record.val_loss {
-            points.push((record.epoch, val));
-            bar.set_message(format!("val {val:.4}"));
-        }
+    let result = Harness::build(method, config, base).and_then(|mut harness| {
+        let trained = harness.train(&mut |epoch, val| {
+            bar.set_position(epoch as u64);
+            if let Some(val) = val {
+                bar.set_message(format!("val {val:.4}"));
+            }
+        })?;
+        Ok((harness, trained))
     });
     bar.finish_and_clear();
-    let summary = result.map_err(|e| XtaskError::Run {
-        what: label.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok((summary, points))
-}
-
-/// The configuration of `method` on `cell` for the figure; LoRA-RTRL
-/// starts from the checkpoint `lora_base`.
-fn figure_config(
-    method: Method,
-    cell: CellKind,
-    settings: &CurvesSettings,
-    lora_base: &Path,
-) -> Result<RunConfig, XtaskError> {
-    let base = RunConfig {
-        model: cell,
-        epochs: settings.epochs,
-        seed: settings.seed,
-        ..RunConfig::default()
-    };
-    method.configure_for_figure(&base, lora_base)
+    result.map_err(|e| match e {
+        XtaskError::Run { reason, .. } => {
+            XtaskError::Run { what: label.to_string(), reason }
+        }
+        other => other,
+    })
 }
 
 /// Trains the LoRA-RTRL base of `cell` with BPTT and saves it to `path`.
@@ -147,14 +135,13 @@ fn train_lora_base(
         max_len: LORA_BASE_MAX_LEN,
         ..RunConfig::default()
     };
-    let config = Method::Bptt.configure(&config)?;
-    let config = crate::methods::with_save(config, path)?;
-    let label = format!("{} base (BPTT, L≤{LORA_BASE_MAX_LEN})", cell.name());
-    let (summary, _) = run_with_progress(&label, &config)?;
+    let label = format!("{} base (BPTT, L<={LORA_BASE_MAX_LEN})", cell.name());
+    let (harness, trained) = run_with_progress(&label, Method::Bptt, &config, None)?;
+    harness.save(path)?;
     eprintln!(
-        "{label}: done in {:.1} s, final validation loss {:.4}, saved {}",
-        summary.wall_seconds,
-        summary.final_val_loss,
+        "{label}: {:.1} s, final validation loss {:.4}, saved {}",
+        trained.wall_seconds,
+        trained.points.last().map_or(f64::NAN, |p| p.1),
         path.display()
     );
     Ok(())
@@ -182,8 +169,17 @@ pub fn run_all(
                     what: label.clone(),
                     reason: format!("no base: {error}"),
                 }),
-                _ => figure_config(method, cell, settings, &base_path)
-                    .and_then(|config| run_with_progress(&label, &config)),
+                _ => {
+                    let config = RunConfig {
+                        model: cell,
+                        epochs: settings.epochs,
+                        seed: settings.seed,
+                        ..RunConfig::default()
+                    };
+                    let base =
+                        (method == Method::LoraRtrl).then_some(base_path.as_path());
+                    run_with_progress(&label, method, &config, base)
+                }
             };
             let mut summary = CurveSummary {
                 cell: cell.name().to_string(),
@@ -197,7 +193,8 @@ pub fn run_all(
             };
             let mut points = Vec::new();
             match outcome {
-                Ok((run_summary, raw)) => {
+                Ok((harness, trained)) => {
+                    let raw = &trained.points;
                     let values: Vec<f64> = raw.iter().map(|&(_, v)| v).collect();
                     let smoothed = ema(&values, EMA_ALPHA);
                     for (&(epoch, val_loss), &smooth) in raw.iter().zip(&smoothed) {
@@ -209,10 +206,10 @@ pub fn run_all(
                             smoothed: smooth,
                         });
                     }
-                    summary.final_val_loss = run_summary.final_val_loss;
+                    summary.final_val_loss = values.last().copied().unwrap_or(f64::NAN);
                     summary.final_smoothed = smoothed.last().copied().unwrap_or(f64::NAN);
-                    summary.wall_seconds = run_summary.wall_seconds;
-                    summary.jacobian_entries = run_summary.jacobian_entries;
+                    summary.wall_seconds = trained.wall_seconds;
+                    summary.jacobian_entries = harness.jacobian_entries;
                     eprintln!(
                         "{label}: {:.1} s, final validation loss {:.4} (smoothed {:.4})",
                         summary.wall_seconds,

@@ -1,10 +1,19 @@
 //! The estimators the thesis compares, in one list.
 //!
 //! Every subcommand iterates over [`METHODS`]; a new estimator is one
-//! variant, one entry in the list and one arm in [`Method::configure`].
+//! variant, one entry in the list and one arm in [`Method::setup`].
+//!
+//! The estimators are built here from the estimator crates, around the
+//! same trainer, readout and copy-task streams as `rtrl_bench::run`
+//! (see `harness.rs`), so that LoRA-RTRL can start from a checkpoint.
 
-use rtrl_bench::{Algo, RunConfig};
+use std::sync::Arc;
+
+use rtrl_bench::{build_estimators, Algo, EstimatorSetup, RunConfig};
 use rtrl_cells::CellKind;
+use rtrl_core::{Cell, Estimator, ReadoutMode};
+use rtrl_lora::{init_factors, LoraConfig, LoraLayout, LoraRtrl};
+use rtrl_snap::Snap;
 
 use crate::XtaskError;
 
@@ -85,49 +94,86 @@ impl Method {
         }
     }
 
-    /// `base` with this method's estimator and network settings: the
-    /// estimator, the SnAp level and density, the LoRA ranks.
-    ///
-    /// # Errors
-    /// [`XtaskError::Unavailable`] when the workspace does not build the
-    /// estimator.
-    pub fn configure(self, base: &RunConfig) -> Result<RunConfig, XtaskError> {
-        let config = match self {
+    /// `base` with this method's network settings: the estimator that
+    /// `rtrl_bench` knows it by, and the recurrent density (SnAp-2 runs
+    /// on a sparse network).
+    pub fn configure(self, base: &RunConfig) -> RunConfig {
+        match self {
             Method::Bptt => RunConfig { algo: Algo::Bptt, ..base.clone() },
-            Method::Rtrl => RunConfig { algo: Algo::Rtrl, ..base.clone() },
-            Method::Snap1 | Method::Snap2 | Method::LoraRtrl => {
-                return Err(XtaskError::Unavailable(self.label().to_string()))
+            Method::Rtrl | Method::Snap1 | Method::LoraRtrl => {
+                RunConfig { algo: Algo::Rtrl, ..base.clone() }
             }
-        };
-        Ok(config)
+            Method::Snap2 => RunConfig {
+                algo: Algo::Rtrl,
+                recurrent_density: SNAP2_DENSITY,
+                ..base.clone()
+            },
+        }
     }
-}
 
-impl Method {
-    /// [`Method::configure`] for the thesis figure: LoRA-RTRL fine-tunes
-    /// the checkpoint `lora_base`.
+    /// The estimators of one run of this method on `cell` (one per
+    /// sequence of `config.batch`), the trainable core vector and the
+    /// readout mode, from the flat parameters `params` (the initial
+    /// weights, or the frozen base of LoRA-RTRL).
     ///
     /// # Errors
-    /// As [`Method::configure`].
-    pub fn configure_for_figure(
+    /// An estimator that cannot be built for `cell`.
+    pub fn setup(
         self,
-        base: &RunConfig,
-        lora_base: &std::path::Path,
-    ) -> Result<RunConfig, XtaskError> {
-        let config = self.configure(base)?;
-        let _ = lora_base;
-        Ok(config)
+        config: &RunConfig,
+        cell: &Arc<dyn Cell<f32>>,
+        params: &[f32],
+    ) -> Result<EstimatorSetup, XtaskError> {
+        let failed = |e: rtrl_core::Error| XtaskError::Run {
+            what: format!("building {}", self.label()),
+            reason: e.to_string(),
+        };
+        let core = params[..cell.layout().core_len()].to_vec();
+        let snap = |level: usize| -> Result<EstimatorSetup, XtaskError> {
+            let mut estimators: Vec<Box<dyn Estimator<f32>>> = Vec::new();
+            for _ in 0..config.batch {
+                estimators
+                    .push(Box::new(Snap::new(cell.clone(), level).map_err(failed)?));
+            }
+            Ok(EstimatorSetup {
+                estimators,
+                core: core.clone(),
+                readout_mode: ReadoutMode::Full,
+            })
+        };
+        match self {
+            Method::Bptt | Method::Rtrl => {
+                build_estimators(&self.configure(config), cell, params).map_err(|e| {
+                    XtaskError::Run {
+                        what: format!("building {}", self.label()),
+                        reason: e.to_string(),
+                    }
+                })
+            }
+            Method::Snap1 => snap(1),
+            Method::Snap2 => snap(2),
+            Method::LoraRtrl => {
+                // RTRL over the factors of a frozen base, rank-1 readout.
+                let lora_config = LoraConfig {
+                    rank_input: LORA_RANK_INPUT,
+                    rank_recurrent: LORA_RANK_RECURRENT,
+                    ..LoraConfig::default()
+                };
+                let lora =
+                    LoraLayout::new(cell.layout(), &lora_config).map_err(failed)?;
+                let mut estimators: Vec<Box<dyn Estimator<f32>>> = Vec::new();
+                for _ in 0..config.batch {
+                    let estimator =
+                        LoraRtrl::new(cell.clone(), core.clone(), lora_config)
+                            .map_err(failed)?;
+                    estimators.push(Box::new(estimator));
+                }
+                Ok(EstimatorSetup {
+                    estimators,
+                    core: init_factors(&lora, config.seed),
+                    readout_mode: ReadoutMode::LowRank { rank: 1, alpha: 1.0 },
+                })
+            }
+        }
     }
-}
-
-/// `config`, saving its trained network as a checkpoint at `path`.
-///
-/// # Errors
-/// [`XtaskError::Unavailable`] when the harness cannot save checkpoints.
-pub fn with_save(
-    config: RunConfig,
-    path: &std::path::Path,
-) -> Result<RunConfig, XtaskError> {
-    let _ = (config, path);
-    Err(XtaskError::Unavailable("checkpoints".to_string()))
 }

@@ -74,14 +74,8 @@ pub fn probe(
     repeats: usize,
 ) -> Result<Probe, XtaskError> {
     let base = RunConfig { model: cell, hidden, batch: 1, ..RunConfig::default() };
-    let config = method.configure(&base)?;
-    let what = format!("{} {} hidden {hidden}", cell.name(), method.label());
-    let run_error = |e: rtrl_bench::RunError| XtaskError::Run {
-        what: what.clone(),
-        reason: e.to_string(),
-    };
-    let mut harness = Harness::new(&config).map_err(run_error)?;
-    let epoch = harness.median_epoch(warmup, repeats).map_err(run_error)?;
+    let mut harness = Harness::build(method, &base, None)?;
+    let epoch = harness.median_epoch(warmup, repeats)?;
     Ok(Probe {
         seconds_per_step: epoch / harness.steps() as f64,
         jacobian_entries: harness.jacobian_entries,

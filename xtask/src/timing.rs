@@ -65,9 +65,7 @@ pub fn bare_products(
     settings: TimingSettings,
 ) -> Result<f64, XtaskError> {
     let config = RunConfig { model: cell, ..RunConfig::default() };
-    let harness = Harness::new(&Method::Rtrl.configure(&config)?).map_err(|e| {
-        XtaskError::Run { what: "bare products".into(), reason: e.to_string() }
-    })?;
+    let harness = Harness::build(Method::Rtrl, &config, None)?;
     let steps = harness.steps();
     let (hidden, state) = match cell {
         CellKind::Lstm => (config.hidden, 2 * config.hidden),
@@ -119,17 +117,8 @@ pub fn rows(settings: TimingSettings) -> Result<Vec<TimingRow>, XtaskError> {
         for method in METHODS {
             bar.set_message(format!("{} {}", cell.name(), method.label()));
             let base = RunConfig { model: cell, ..RunConfig::default() };
-            let timed = method.configure(&base).and_then(|config| {
-                let mut harness = Harness::new(&config).map_err(|e| XtaskError::Run {
-                    what: format!("{} {}", cell.name(), method.label()),
-                    reason: e.to_string(),
-                })?;
-                harness.median_epoch(settings.warmup, settings.repeats).map_err(|e| {
-                    XtaskError::Run {
-                        what: format!("{} {}", cell.name(), method.label()),
-                        reason: e.to_string(),
-                    }
-                })
+            let timed = Harness::build(method, &base, None).and_then(|mut harness| {
+                harness.median_epoch(settings.warmup, settings.repeats)
             });
             let (status, seconds) = match timed {
                 Ok(seconds) => ("ok".to_string(), seconds),
