@@ -25,16 +25,19 @@
 //! that batch trains (with online updates, the weights move during it).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rtrl_cells::{CellConfig, CellKind};
+use rtrl_core::checkpoint::CheckpointError;
 use rtrl_core::rng::Stream;
 use rtrl_core::{
     Adam, Batch, Bptt, Cell, Estimator, Optimizer, Readout, ReadoutMode, Rtrl, Sgd,
     Sparsity, Trainer, TrainerConfig,
 };
+use rtrl_lora::{init_factors, LoraConfig, LoraLayout, LoraRtrl};
 use rtrl_tasks::{CopyStream, CopyTask};
 use serde::Serialize;
 use thiserror::Error;
@@ -68,6 +71,10 @@ pub enum Algo {
     /// Exact, dense real-time recurrent learning; online updates after
     /// every step.
     Rtrl,
+    /// RTRL over LoRA factors of a frozen base ([`RunConfig::lora`]);
+    /// online updates after every step.
+    #[value(name = "lora-rtrl", alias = "lora_rtrl")]
+    LoraRtrl,
 }
 
 impl Algo {
@@ -77,6 +84,7 @@ impl Algo {
             Algo::Bptt => "bptt",
             Algo::Tbptt => "tbptt",
             Algo::Rtrl => "rtrl",
+            Algo::LoraRtrl => "lora-rtrl",
         }
     }
 }
@@ -95,7 +103,14 @@ impl FromStr for Algo {
             RunError::InvalidSetting {
                 setting: "algo",
                 value: s.to_string(),
-                requirement: "one of bptt, tbptt, rtrl".to_string(),
+                requirement: format!(
+                    "one of {}",
+                    <Algo as clap::ValueEnum>::value_variants()
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             }
         })
     }
@@ -125,6 +140,17 @@ impl fmt::Display for OptimizerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// How LoRA-RTRL trains the readout `V`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum LoraReadout {
+    /// Through its own LoRA factors of rank [`RunConfig::rank_readout`],
+    /// `V₀` frozen.
+    #[default]
+    Lora,
+    /// Every entry of `V`.
+    Full,
 }
 
 /// Every setting of one run. [`Default`] gives the thesis's protocol:
@@ -174,6 +200,21 @@ pub struct RunConfig {
     pub validation_every: usize,
     /// Size of the fixed validation set, in sequences (≥ 1).
     pub validation_samples: usize,
+    /// Ranks and scale `α` of LoRA-RTRL's factors ([`Algo::LoraRtrl`]).
+    pub lora: LoraConfig,
+    /// How LoRA-RTRL trains the readout.
+    pub lora_readout: LoraReadout,
+    /// Rank of the readout's factors for [`LoraReadout::Lora`] (≥ 1).
+    pub rank_readout: usize,
+    /// Start from the weights in this file (a checkpoint, or a `.npz`
+    /// with a flat `params` array) instead of `ParamLayout::init(seed)`;
+    /// for LoRA-RTRL, the frozen base. See [`crate::checkpoints`].
+    pub init_from: Option<PathBuf>,
+    /// Write a checkpoint of the trained network here at the end.
+    pub save: Option<PathBuf>,
+    /// LoRA-RTRL only: merge the factors into the base and write a plain
+    /// checkpoint here at the end.
+    pub save_merged: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -197,6 +238,12 @@ impl Default for RunConfig {
             bias: false,
             validation_every: 5,
             validation_samples: 64,
+            lora: LoraConfig::default(),
+            lora_readout: LoraReadout::Lora,
+            rank_readout: 1,
+            init_from: None,
+            save: None,
+            save_merged: None,
         }
     }
 }
@@ -232,6 +279,21 @@ impl RunConfig {
         density("inout-density", self.inout_density)?;
         at_least_one("validation-every", self.validation_every)?;
         at_least_one("validation-samples", self.validation_samples)?;
+
+        // LoRA's ranks and scale; merging needs factors.
+        at_least_one("rank-input", self.lora.rank_input)?;
+        at_least_one("rank-recurrent", self.lora.rank_recurrent)?;
+        at_least_one("rank-readout", self.rank_readout)?;
+        if !(self.lora.alpha.is_finite() && self.lora.alpha > 0.0) {
+            return Err(RunError::InvalidSetting {
+                setting: "alpha",
+                value: self.lora.alpha.to_string(),
+                requirement: "a finite number greater than 0".to_string(),
+            });
+        }
+        if self.save_merged.is_some() && self.algo != Algo::LoraRtrl {
+            return Err(RunError::MergeWithoutLora { algo: self.algo });
+        }
 
         // The window belongs to truncated BPTT alone.
         match (self.algo, self.window) {
@@ -393,6 +455,24 @@ pub enum RunError {
     /// An error of the model or the task set-up.
     #[error(transparent)]
     Core(#[from] rtrl_core::Error),
+    /// Merged weights were asked of an estimator without LoRA factors.
+    #[error("merging applies to lora-rtrl only, not to {algo}")]
+    MergeWithoutLora {
+        /// The estimator asked for.
+        algo: Algo,
+    },
+    /// A checkpoint or `.npz` file could not be read or written; the
+    /// message names the file.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A valid checkpoint that does not fit this run's cell.
+    #[error("{path} does not fit this run: {source}")]
+    CheckpointMismatch {
+        /// The file.
+        path: String,
+        /// What does not fit.
+        source: CheckpointError,
+    },
 }
 
 /// The estimators of one run and the trainable values they start from.
@@ -417,18 +497,36 @@ pub fn build_estimators(
     params: &[f32],
 ) -> Result<EstimatorSetup, RunError> {
     let core = params[..cell.layout().core_len()].to_vec();
+
+    // LoRA-RTRL trains factors around the core, which becomes its frozen
+    // base; the factor layout also checks the ranks.
+    let lora = match config.algo {
+        Algo::LoraRtrl => Some(LoraLayout::new(cell.layout(), &config.lora)?),
+        _ => None,
+    };
     let one = |_: usize| -> Box<dyn Estimator<f32>> {
         match config.algo {
             Algo::Bptt => Box::new(Bptt::new(cell.clone())),
             Algo::Tbptt => Box::new(Bptt::with_window(cell.clone(), config.window)),
             Algo::Rtrl => Box::new(Rtrl::new(cell.clone())),
+            Algo::LoraRtrl => Box::new(
+                LoraRtrl::new(cell.clone(), core.clone(), config.lora)
+                    .expect("base length and ranks checked above"),
+            ),
         }
     };
-    Ok(EstimatorSetup {
-        estimators: (0..config.batch).map(one).collect(),
-        core,
-        readout_mode: ReadoutMode::Full,
-    })
+    let estimators = (0..config.batch).map(one).collect();
+    let (core, readout_mode) = match (&lora, config.lora_readout) {
+        (None, _) => (core, ReadoutMode::Full),
+        (Some(lora), LoraReadout::Full) => {
+            (init_factors(lora, config.seed), ReadoutMode::Full)
+        }
+        (Some(lora), LoraReadout::Lora) => (
+            init_factors(lora, config.seed),
+            ReadoutMode::LowRank { rank: config.rank_readout, alpha: config.lora.alpha },
+        ),
+    };
+    Ok(EstimatorSetup { estimators, core, readout_mode })
 }
 
 /// Trains one network as `config` says and reports every epoch to
@@ -453,7 +551,13 @@ pub fn run(
     let task = config.task()?;
     let cell: Arc<dyn Cell<f32>> = rtrl_cells::build(&config.cell_config(&task))?;
     let layout = cell.layout();
-    let params = layout.init::<f32>(config.seed);
+    let (params, prior_epochs) = match &config.init_from {
+        Some(path) => {
+            let weights = crate::checkpoints::load(path, &*cell)?;
+            (weights.params, weights.epoch)
+        }
+        None => (layout.init::<f32>(config.seed), 0),
+    };
     let setup = build_estimators(config, &cell, &params)?;
 
     // The readout V sits after the core in the flat vector.
@@ -533,6 +637,22 @@ pub fn run(
         };
         on_epoch(&record);
         last = Some(record);
+    }
+
+    // Checkpoints of the trained network.
+    let epochs = prior_epochs + config.epochs;
+    if let Some(path) = &config.save {
+        crate::checkpoints::save(path, config, &*cell, &params, &mut trainer, epochs)?;
+    }
+    if let Some(path) = &config.save_merged {
+        crate::checkpoints::save_merged(
+            path,
+            config,
+            &*cell,
+            &params,
+            &mut trainer,
+            epochs,
+        )?;
     }
 
     // The last epoch is always evaluated, so `tail` is never empty.

@@ -10,6 +10,8 @@
 //!   [`EpochRecord`] (one row of the loss curve) and [`RunSummary`].
 //! - [`log`]: [`CsvLog`], a loss-curve CSV that appears at its path only
 //!   once the run has completed.
+//! - [`checkpoints`]: the weights a run starts from (`--init-from`) and
+//!   the checkpoints it writes (`--save`, `--save-merged`).
 //!
 //! Not here: cells, estimators and the trainer (`rtrl-core`,
 //! `rtrl-cells`, `rtrl-snap`, `rtrl-lora`), the task (`rtrl-tasks`), and
@@ -28,11 +30,12 @@
 //! assert!(summary.final_val_loss.is_finite());
 //! ```
 
+pub mod checkpoints;
 pub mod experiment;
 pub mod log;
 
 pub use experiment::{
-    build_estimators, run, Algo, EpochRecord, EstimatorSetup, OptimizerKind, RunConfig,
-    RunError, RunSummary, DIVERGED_LOSS, TAIL_EPOCHS,
+    build_estimators, run, Algo, EpochRecord, EstimatorSetup, LoraReadout, OptimizerKind,
+    RunConfig, RunError, RunSummary, DIVERGED_LOSS, TAIL_EPOCHS,
 };
 pub use log::CsvLog;

@@ -15,8 +15,12 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rtrl_bench::{run, Algo, CsvLog, OptimizerKind, RunConfig, RunError, RunSummary};
+use rtrl_bench::{
+    run, Algo, CsvLog, LoraReadout, OptimizerKind, RunConfig, RunError, RunSummary,
+};
 use rtrl_cells::CellKind;
+use rtrl_core::checkpoint::CheckpointError;
+use rtrl_lora::LoraConfig;
 
 /// Exit status of a command line that could not be parsed.
 const USAGE_ERROR: u8 = 2;
@@ -136,6 +140,43 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+
+    /// Rank of the LoRA factors of every input matrix W (lora-rtrl).
+    #[arg(long, default_value_t = LoraConfig::default().rank_input)]
+    rank_input: usize,
+
+    /// Rank of the LoRA factors of every recurrent matrix R (lora-rtrl).
+    #[arg(long, default_value_t = LoraConfig::default().rank_recurrent)]
+    rank_recurrent: usize,
+
+    /// Scale α of the LoRA updates (α/r)·B·A (lora-rtrl).
+    #[arg(long, default_value_t = LoraConfig::default().alpha)]
+    alpha: f64,
+
+    /// How lora-rtrl trains the readout: through its own LoRA factors, or
+    /// every entry.
+    #[arg(long, value_enum, default_value_t = LoraReadout::Lora)]
+    readout: LoraReadout,
+
+    /// Rank of the readout's LoRA factors (lora-rtrl with --readout lora).
+    #[arg(long, default_value_t = RunConfig::default().rank_readout)]
+    rank_readout: usize,
+
+    /// Start from the weights in this file: a checkpoint (.safetensors)
+    /// or a .npz with a flat `params` array; for lora-rtrl, the frozen
+    /// base.
+    #[arg(long, value_name = "FILE")]
+    init_from: Option<PathBuf>,
+
+    /// Write a checkpoint of the trained network to this file when the
+    /// run completes (atomically).
+    #[arg(long, value_name = "FILE.safetensors")]
+    save: Option<PathBuf>,
+
+    /// lora-rtrl: merge the factors into the base and write a plain
+    /// checkpoint to this file when the run completes.
+    #[arg(long, value_name = "FILE.safetensors")]
+    save_merged: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -157,6 +198,16 @@ impl TrainArgs {
             inout_density: self.inout_density,
             window: self.window,
             bias: self.bias,
+            lora: LoraConfig {
+                rank_input: self.rank_input,
+                rank_recurrent: self.rank_recurrent,
+                alpha: self.alpha,
+            },
+            lora_readout: self.readout,
+            rank_readout: self.rank_readout,
+            init_from: self.init_from.clone(),
+            save: self.save.clone(),
+            save_merged: self.save_merged.clone(),
             ..RunConfig::default()
         }
     }
@@ -231,6 +282,12 @@ fn usage_error(error: clap::Error) -> ExitCode {
 fn train(args: &TrainArgs) -> Result<(), String> {
     let config = args.config();
     config.validate().map_err(|e| sentence(&e))?;
+    if config.algo == Algo::LoraRtrl && config.init_from.is_none() {
+        eprintln!(
+            "note: no --init-from: lora-rtrl fine-tunes a random frozen base (seed {})",
+            config.seed
+        );
+    }
 
     // The log's folder is checked before any training.
     let mut log = match &args.log {
@@ -293,11 +350,44 @@ fn sentence(error: &RunError) -> String {
         RunError::WindowUnused { algo } => format!(
             "--window applies to --algo tbptt only, not to --algo {algo}; drop it"
         ),
+        RunError::CheckpointMismatch { path, source } => mismatch_sentence(path, source),
+        RunError::MergeWithoutLora { algo } => format!(
+            "--save-merged applies to --algo lora-rtrl only, not to --algo {algo}; use \
+             --save to write the weights"
+        ),
         RunError::Diverged { epoch, value } => format!(
             "training diverged: the loss became {value:.3e} at epoch {epoch}; \
              lower the learning rate (--lr)"
         ),
         other => other.to_string(),
+    }
+}
+
+/// A checkpoint that does not fit the run, with the flags that would make
+/// it fit.
+fn mismatch_sentence(path: &str, error: &CheckpointError) -> String {
+    match error {
+        CheckpointError::WrongCell { expected, found } => format!(
+            "{path} holds a {found} model, not a {expected}; pass --model {found} or \
+             another checkpoint"
+        ),
+        CheckpointError::WrongSize { what: "hidden size", expected, found } => format!(
+            "{path} has {found} hidden units, this run {expected}; pass --hidden {found} \
+             or another checkpoint"
+        ),
+        CheckpointError::WrongSize { what: "biases", found, .. } => format!(
+            "{path} was trained with biases {found}; {} or use another checkpoint",
+            if found == "on" { "add --bias" } else { "drop --bias" }
+        ),
+        CheckpointError::WrongSize { what, expected, found } => format!(
+            "{path} has {what} {found}, this run's copy task {expected}; set --bits so \
+             that the widths match (input bits + 2, output bits) or use another checkpoint"
+        ),
+        CheckpointError::MaskMismatch { block, recurrent, inout, seed, .. } => format!(
+            "{path} was trained with other masks (first difference in {block}); pass \
+             --recurrent-density {recurrent} --inout-density {inout} --seed {seed}"
+        ),
+        other => format!("{path} does not fit this run: {other}"),
     }
 }
 
