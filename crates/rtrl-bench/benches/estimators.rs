@@ -17,20 +17,70 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use rtrl_bench::{build_estimators, Algo, RunConfig};
+use rtrl_bench::{build_estimators, Algo, EstimatorSetup, RunConfig};
 use rtrl_cells::CellKind;
 use rtrl_core::rng::Stream;
-use rtrl_core::{Adam, Batch, Cell, Readout, Trainer, TrainerConfig};
+use rtrl_core::{
+    Adam, Batch, Cell, Estimator, Readout, ReadoutMode, Trainer, TrainerConfig,
+};
+use rtrl_lora::{init_factors, LoraConfig, LoraLayout, LoraRtrl};
+use rtrl_snap::Snap;
 use rtrl_tasks::CopyStream;
 
-/// Turns the base settings into one estimator's settings.
-type Select = fn(RunConfig) -> RunConfig;
+/// Builds one run's estimators, core vector and readout mode.
+type Build = fn(&RunConfig, &Arc<dyn Cell<f32>>, &[f32]) -> EstimatorSetup;
 
-/// The estimators, as the group name and the settings that select them.
-const ESTIMATORS: [(&str, Select); 2] = [
-    ("bptt", |c| RunConfig { algo: Algo::Bptt, ..c }),
-    ("rtrl", |c| RunConfig { algo: Algo::Rtrl, ..c }),
+/// The estimators: group name, recurrent density and builder.
+const ESTIMATORS: [(&str, f64, Build); 5] = [
+    ("bptt", 1.0, |c, cell, p| {
+        let config = RunConfig { algo: Algo::Bptt, ..c.clone() };
+        build_estimators(&config, cell, p).expect("BPTT")
+    }),
+    ("rtrl", 1.0, |c, cell, p| {
+        let config = RunConfig { algo: Algo::Rtrl, ..c.clone() };
+        build_estimators(&config, cell, p).expect("RTRL")
+    }),
+    ("snap-1", 1.0, |c, cell, p| snap(c, cell, p, 1)),
+    ("snap-2", 0.6, |c, cell, p| snap(c, cell, p, 2)),
+    ("lora-rtrl", 1.0, lora),
 ];
+
+/// SnAp-`level` for every sequence of the batch.
+fn snap(
+    config: &RunConfig,
+    cell: &Arc<dyn Cell<f32>>,
+    params: &[f32],
+    level: usize,
+) -> EstimatorSetup {
+    EstimatorSetup {
+        estimators: (0..config.batch)
+            .map(|_| {
+                Box::new(Snap::new(cell.clone(), level).expect("SnAp"))
+                    as Box<dyn Estimator<f32>>
+            })
+            .collect(),
+        core: params[..cell.layout().core_len()].to_vec(),
+        readout_mode: ReadoutMode::Full,
+    }
+}
+
+/// LoRA-RTRL (ranks 2 and 8) around the initial weights, rank-1 readout.
+fn lora(config: &RunConfig, cell: &Arc<dyn Cell<f32>>, params: &[f32]) -> EstimatorSetup {
+    let lora_config = LoraConfig::default();
+    let layout = LoraLayout::new(cell.layout(), &lora_config).expect("LoRA layout");
+    let base = params[..cell.layout().core_len()].to_vec();
+    EstimatorSetup {
+        estimators: (0..config.batch)
+            .map(|_| {
+                let estimator =
+                    LoraRtrl::new(cell.clone(), base.clone(), lora_config).expect("LoRA");
+                Box::new(estimator) as Box<dyn Estimator<f32>>
+            })
+            .collect(),
+        core: init_factors(&layout, config.seed),
+        readout_mode: ReadoutMode::LowRank { rank: 1, alpha: 1.0 },
+    }
+}
 
 /// Cells and hidden sizes.
 const SHAPES: [(CellKind, usize); 4] = [
@@ -57,9 +107,9 @@ fn network(config: &RunConfig) -> (Arc<dyn Cell<f32>>, Vec<f32>, Batch<f32>) {
 }
 
 /// A trainer built as `rtrl_bench::run` builds it.
-fn trainer(config: &RunConfig) -> (Trainer<f32>, Batch<f32>) {
+fn trainer(config: &RunConfig, build: Build) -> (Trainer<f32>, Batch<f32>) {
     let (cell, params, batch) = network(config);
-    let setup = build_estimators(config, &cell, &params).expect("estimators");
+    let setup = build(config, &cell, &params);
     let block = cell.layout().readout().expect("a readout").clone();
     let base = params[block.offset..block.offset + block.len()].to_vec();
     let readout = Readout::new(
@@ -84,14 +134,18 @@ fn trainer(config: &RunConfig) -> (Trainer<f32>, Batch<f32>) {
 }
 
 fn estimators(c: &mut Criterion) {
-    for (group_name, select) in ESTIMATORS {
+    for (group_name, density, build) in ESTIMATORS {
         let mut group = c.benchmark_group(group_name);
         group.sample_size(10).warm_up_time(Duration::from_millis(500));
         for (cell, hidden) in SHAPES {
             let id = format!("{}-{hidden}", cell.name());
-            let base =
-                RunConfig { model: cell, hidden, batch: 16, ..RunConfig::default() };
-            let config = select(base);
+            let config = RunConfig {
+                model: cell,
+                hidden,
+                batch: 16,
+                recurrent_density: density,
+                ..RunConfig::default()
+            };
 
             // One sequence through one estimator.
             let sequence = RunConfig { batch: 1, ..config.clone() };
@@ -118,7 +172,7 @@ fn estimators(c: &mut Criterion) {
             if epoch_skipped(group_name, cell, hidden) {
                 continue;
             }
-            let (mut trainer, batch) = trainer(&config);
+            let (mut trainer, batch) = trainer(&config, build);
             group.bench_function(BenchmarkId::new("epoch", &id), |b| {
                 b.iter(|| black_box(trainer.train_batch(&batch).expect("finite loss")))
             });
