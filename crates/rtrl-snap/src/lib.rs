@@ -51,8 +51,10 @@
 //! assert_eq!(snap.jacobian_entries(), 3_360);
 //! ```
 
+mod blocks;
 mod pattern;
 mod snap;
+mod unitwise;
 
 pub use pattern::{jacobian_entries, SnapPattern};
 pub use snap::Snap;
