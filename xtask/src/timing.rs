@@ -254,12 +254,65 @@ pub fn markdown(
         }
     }
     out.push_str(
+        "\nSpeed targets of this workspace (hidden 32, batch 16, 22 steps):\n\n",
+    );
+    out.push_str(&markdown_table(&["target", "measured", "met"], &targets(rows)));
+    out.push_str(
         "\nTime saved by LoRA-RTRL (`1 − t_LoRA / t_other`; negative: slower):\n\n",
     );
     out.push_str(&markdown_table(
         &["comparison", "thesis claims", "thesis code (SPEC 8)", "ours"],
         &claims,
     ));
+    out
+}
+
+/// The workspace's speed targets against `rows`: RTRL epochs of at most
+/// 15 ms (GRU) and 30 ms (LSTM), LoRA-RTRL at most 0.6 × RTRL on the
+/// LSTM, SnAp-1 within 2 × BPTT, RTRL within 1.3 × its bare products.
+pub fn targets(rows: &[TimingRow]) -> Vec<Vec<String>> {
+    let find = |cell: CellKind, method: Method| {
+        rows.iter().find(|r| r.cell == cell.name() && r.method == method.slug())
+    };
+    let seconds = |cell, method| find(cell, method).map_or(f64::NAN, |r| r.seconds);
+    let mut out = Vec::new();
+    let mut push = |target: String, measured: String, met: bool| {
+        out.push(vec![target, measured, if met { "yes" } else { "no" }.to_string()]);
+    };
+    for (cell, limit) in [(CellKind::Gru, 0.015), (CellKind::Lstm, 0.030)] {
+        let t = seconds(cell, Method::Rtrl);
+        push(
+            format!("RTRL epoch, {} ≤ {:.0} ms", cell.name(), 1e3 * limit),
+            format!("{:.1} ms", 1e3 * t),
+            t <= limit,
+        );
+    }
+    for cell in CELLS {
+        let ratio = seconds(cell, Method::LoraRtrl) / seconds(cell, Method::Rtrl);
+        let limit = if cell == CellKind::Lstm { "≤ 0.6" } else { "(reported)" };
+        push(
+            format!("LoRA-RTRL / RTRL, {} {limit}", cell.name()),
+            format!("{ratio:.2}"),
+            cell != CellKind::Lstm || ratio <= 0.6,
+        );
+    }
+    for cell in CELLS {
+        let ratio = seconds(cell, Method::Snap1) / seconds(cell, Method::Bptt);
+        push(
+            format!("SnAp-1 / BPTT, {} ≤ 2", cell.name()),
+            format!("{ratio:.2}"),
+            ratio <= 2.0,
+        );
+    }
+    for cell in CELLS {
+        let bare = find(cell, Method::Rtrl).map_or(f64::NAN, |r| r.bare_products_seconds);
+        let ratio = seconds(cell, Method::Rtrl) / bare;
+        push(
+            format!("RTRL / bare products, {} ≤ 1.3", cell.name()),
+            format!("{ratio:.2}"),
+            ratio <= 1.3,
+        );
+    }
     out
 }
 
