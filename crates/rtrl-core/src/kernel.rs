@@ -35,12 +35,14 @@ pub fn propagate<T: Scalar>(dst: MatMut<'_, T>, lhs: MatRef<'_, T>, rhs: MatRef<
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
+            let wide = std::arch::is_x86_feature_detected!("avx512f");
             // SAFETY: T is f32 (checked above), so the pointers address f32
             // values; every matrix is column-major with unit row stride and
             // the column strides come from the views themselves; AVX2 and
             // FMA are present.
             unsafe {
-                x86::product_f32(
+                let product = if wide { x86::product_f32_wide } else { x86::product_f32 };
+                product(
                     dst.nrows(),
                     lhs.ncols(),
                     dst.ncols(),
@@ -104,7 +106,9 @@ mod x86 {
                 let mut sum = 0.0f32;
                 for kk in 0..k {
                     // SAFETY: r < m, kk < k, j < n.
-                    unsafe { sum += *a.add(r + kk * lda) * *b.add(kk + j * ldb) };
+                    unsafe {
+                        sum = (*a.add(r + kk * lda)).mul_add(*b.add(kk + j * ldb), sum)
+                    };
                 }
                 // SAFETY: r < m, j < n.
                 unsafe { *c.add(r + j * ldc) = sum };
@@ -175,6 +179,133 @@ mod x86 {
             col += 1;
         }
     }
+
+    /// Registers of 16 rows per wide panel and columns of `B` per tile.
+    const WIDE_REGS: usize = 6;
+    const WIDE_COLS: usize = 4;
+
+    /// [`product_f32`] with 512-bit registers: panels of `16·WIDE_REGS`
+    /// rows, then 16, then one masked panel for the last rows. Every
+    /// entry is the same chain of fused multiply-adds over `k` as in the
+    /// 256-bit kernel, so both give the same bits.
+    ///
+    /// # Safety
+    /// As [`product_f32`], and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn product_f32_wide(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut row = 0;
+        while row + 16 * WIDE_REGS <= m {
+            // SAFETY: rows row..row+16·WIDE_REGS lie inside A and C.
+            unsafe {
+                wide_panel::<WIDE_REGS, WIDE_COLS>(
+                    row, 0xffff, k, n, a, lda, b, ldb, c, ldc,
+                )
+            };
+            row += 16 * WIDE_REGS;
+        }
+        while row < m {
+            let rows = (m - row).min(16);
+            let mask: __mmask16 = if rows == 16 { 0xffff } else { (1u16 << rows) - 1 };
+            // SAFETY: the masked lanes cover rows row..row+rows, inside A
+            // and C; masked-off lanes are neither read nor written.
+            unsafe {
+                wide_panel::<1, WIDE_COLS>(row, mask, k, n, a, lda, b, ldb, c, ldc)
+            };
+            row += rows;
+        }
+    }
+
+    /// One panel of `16·R` rows starting at `row` (the last register's
+    /// lanes limited to `mask`), against every column of `B`: tiles of `C`
+    /// columns, then single columns.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn wide_panel<const R: usize, const C: usize>(
+        row: usize,
+        mask: __mmask16,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut col = 0;
+        while col + C <= n {
+            // SAFETY: columns col..col+C of B and C exist.
+            unsafe { wide_tile::<R, C>(row, mask, col, k, a, lda, b, ldb, c, ldc) };
+            col += C;
+        }
+        while col < n {
+            // SAFETY: column col of B and C exists.
+            unsafe { wide_tile::<R, 1>(row, mask, col, k, a, lda, b, ldb, c, ldc) };
+            col += 1;
+        }
+    }
+
+    /// `C[row.., col..col+C] = A[row.., :] · B[:, col..col+C]` for `16·R`
+    /// rows (the last register's lanes limited to `mask`).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn wide_tile<const R: usize, const C: usize>(
+        row: usize,
+        mask: __mmask16,
+        col: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mask_of = |i: usize| if i + 1 == R { mask } else { 0xffff };
+        let mut acc = [[_mm512_setzero_ps(); R]; C];
+        for kk in 0..k {
+            // SAFETY: the masked lanes of rows row..row+16R of column kk of
+            // A, and entries (kk, col..col+C) of B, are in bounds.
+            unsafe {
+                let a_col = a.add(row + kk * lda);
+                let mut lanes = [_mm512_setzero_ps(); R];
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    *lane = _mm512_maskz_loadu_ps(mask_of(i), a_col.add(16 * i));
+                }
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    let bj = _mm512_set1_ps(*b.add(kk + (col + j) * ldb));
+                    for i in 0..R {
+                        acc_j[i] = _mm512_fmadd_ps(lanes[i], bj, acc_j[i]);
+                    }
+                }
+            }
+        }
+        for (j, acc_j) in acc.iter().enumerate() {
+            for (i, &v) in acc_j.iter().enumerate() {
+                // SAFETY: the masked lanes of rows row+16i.. of column col+j
+                // of C are in bounds.
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        c.add(row + 16 * i + (col + j) * ldc),
+                        mask_of(i),
+                        v,
+                    )
+                };
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -187,9 +318,14 @@ mod tests {
     /// of 8 or 24, columns not a multiple of 4), to f32 rounding.
     #[test]
     fn matches_faer_on_awkward_shapes() {
-        for (m, k, n) in
-            [(1, 1, 1), (7, 3, 5), (25, 32, 32), (100, 17, 63), (3360, 32, 32)]
-        {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 3, 5),
+            (25, 32, 32),
+            (100, 17, 63),
+            (113, 32, 64),
+            (3360, 32, 32),
+        ] {
             let a = Mat::<f32>::from_fn(m, k, |i, j| {
                 ((i * 7 + j * 3) % 11) as f32 * 0.1 - 0.5
             });
@@ -211,6 +347,46 @@ mod tests {
                     // Sums of k ≤ 32 products of size ≤ 0.6: rounding below 1e-5.
                     assert!(
                         (ours[(i, j)] - theirs[(i, j)]).abs() < 1e-5,
+                        "{m}x{k}x{n} at {i},{j}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The 512-bit and 256-bit kernels give the same bits (one chain of
+    /// fused multiply-adds per entry in both), so results do not depend
+    /// on which one the CPU gets.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn wide_and_narrow_kernels_agree_bit_for_bit() {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        for (m, k, n) in [(1, 1, 1), (17, 5, 3), (113, 32, 64), (3360, 32, 32)] {
+            let a =
+                Mat::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.137);
+            let b = Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.071);
+            let mut narrow = Mat::<f32>::zeros(m, n);
+            let mut wide = Mat::<f32>::zeros(m, n);
+            // SAFETY: column-major matrices of the given shapes; the CPU
+            // features are checked above.
+            unsafe {
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let (la, lb) = (a.col_stride() as usize, b.col_stride() as usize);
+                let ln = narrow.col_stride() as usize;
+                x86::product_f32(m, k, n, pa, la, pb, lb, narrow.as_ptr_mut(), ln);
+                let lw = wide.col_stride() as usize;
+                x86::product_f32_wide(m, k, n, pa, la, pb, lb, wide.as_ptr_mut(), lw);
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    assert_eq!(
+                        narrow[(i, j)].to_bits(),
+                        wide[(i, j)].to_bits(),
                         "{m}x{k}x{n} at {i},{j}"
                     );
                 }

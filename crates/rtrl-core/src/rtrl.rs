@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use faer::Mat;
+use faer::{Mat, MatMut};
 
 use crate::cell::{Cell, CellShape, GateJacobian, StateJacobian, StepCache};
 use crate::estimator::Estimator;
@@ -22,7 +22,8 @@ use crate::scalar::Scalar;
 /// cell-state columns enter through a diagonal, not a product.
 ///
 /// Cost per step: `2 n |s| P` flops for the product, `O(|s| P)` for the
-/// rest. Memory: two `P × |s|` buffers (the influence and its successor).
+/// rest. Memory: one `P × |s|` buffer, updated in place one unit's rows at
+/// a time through a tile of `(P/n) × |s|` entries.
 ///
 /// `theta` is the core part of the cell's flat parameter vector (its first
 /// [`core_len`](crate::ParamLayout::core_len) entries); gradients come back
@@ -36,7 +37,7 @@ pub struct Rtrl<T: Scalar> {
     d: StateJacobian<T>,
     gates: GateJacobian<T>,
     j: Mat<T>,
-    j_next: Mat<T>,
+    tile: Vec<T>,
     fresh: bool,
     acc: Vec<T>,
     order: UnitOrder,
@@ -47,17 +48,19 @@ impl<T: Scalar> Rtrl<T> {
     pub fn new(cell: Arc<dyn Cell<T>>) -> Self {
         let shape = cell.shape();
         let p = cell.layout().num_core_params();
+        let order = UnitOrder::new(cell.layout(), shape.hidden);
+        let widest = (0..shape.hidden).map(|c| order.unit(c).len()).max().unwrap_or(0);
         Rtrl {
+            tile: vec![T::zero(); widest * shape.state],
             state: vec![T::zero(); shape.state],
             next: vec![T::zero(); shape.state],
             cache: cell.new_cache(),
             d: StateJacobian::new(shape),
             gates: GateJacobian::new(shape, cell.dense_gates()),
             j: Mat::zeros(p, shape.state),
-            j_next: Mat::zeros(p, shape.state),
             fresh: true,
             acc: vec![T::zero(); p],
-            order: UnitOrder::new(cell.layout(), shape.hidden),
+            order,
             shape,
             cell,
         }
@@ -124,73 +127,72 @@ impl UnitOrder {
         }
         UnitOrder { flat, start, rows }
     }
+
+    /// The grouped positions of unit `c`'s parameters (one contiguous
+    /// run: every block's entries feeding `c`).
+    pub fn unit(&self, c: usize) -> std::ops::Range<usize> {
+        let first = self.start.first().map_or(0, |s| s[c]);
+        let end = self
+            .start
+            .first()
+            .and_then(|s| s.get(c + 1).copied())
+            .unwrap_or(self.flat.len());
+        first..end
+    }
 }
 
-/// Adds the immediate Jacobian `I_t` to a transposed influence matrix
-/// `jt` (`P × |s|`, parameters in [`UnitOrder`]):
-/// `Jᵀ[p, r] += u[k] · ∂s'[r]/∂a_g[c]` for every kept core entry
-/// `p = M[k, c]`.
-pub fn add_immediate<T: Scalar>(
+/// Adds unit `c`'s share of the immediate Jacobian to `tile`, the rows
+/// [`UnitOrder::unit`]`(c)` of a transposed influence matrix (column-major,
+/// `|s|` columns): `tile[p, r] += u[k] · ∂s'[r]/∂a_g[c]` for every kept
+/// core entry `p = M[k, c]`.
+pub fn add_immediate_unit<T: Scalar>(
     cell: &dyn Cell<T>,
     order: &UnitOrder,
     cache: &StepCache<T>,
     gates: &GateJacobian<T>,
-    jt: &mut Mat<T>,
+    c: usize,
+    tile: &mut [T],
 ) {
     let shape = cell.shape();
     let (n, s) = (shape.hidden, shape.state);
+    let unit = order.unit(c);
+    let m = unit.len();
     let offsets = cell.source_offsets();
-
-    // One run of `u[k] · g` into a block's positions for one unit.
-    let add_run = |col: &mut [T],
-                   start: usize,
-                   rows: &Option<Vec<usize>>,
-                   u: &[T],
-                   g: T| {
-        match rows {
-            None => {
-                for (d, &uk) in col[start..start + u.len()].iter_mut().zip(u) {
-                    *d += uk * g;
-                }
-            }
-            Some(rows) => {
-                for (d, &k) in col[start..start + rows.len()].iter_mut().zip(rows) {
-                    *d += u[k] * g;
-                }
-            }
-        }
-    };
-
     for (b, block) in cell.layout().core_blocks().enumerate() {
         let source = &cache.sources[offsets[block.source]..][..block.rows];
-        let (start, rows) = (&order.start[b], &order.rows[b]);
-        match &gates.dense[block.gate] {
-            Some(dense) => {
-                // A dense gate touches every state row r.
-                for r in 0..s {
-                    let g = dense.col_as_slice(r);
-                    let col = jt.col_as_slice_mut(r);
-                    for c in 0..n {
-                        if g[c] != T::zero() {
-                            add_run(col, start[c], &rows[c], source, g[c]);
-                        }
+        let local = order.start[b][c] - unit.start;
+        let kept = &order.rows[b][c];
+        let mut add = |r: usize, g: T| {
+            if g == T::zero() {
+                return;
+            }
+            let col = &mut tile[r * m..(r + 1) * m];
+            match kept {
+                None => {
+                    for (d, &uk) in
+                        col[local..local + source.len()].iter_mut().zip(source)
+                    {
+                        *d += uk * g;
+                    }
+                }
+                Some(kept) => {
+                    for (d, &k) in col[local..local + kept.len()].iter_mut().zip(kept) {
+                        *d += source[k] * g;
                     }
                 }
             }
-            None => {
-                // A unit-wise gate touches rows c (and n + c) only.
-                let diag = &gates.diag[block.gate * s..(block.gate + 1) * s];
+        };
+        match &gates.dense[block.gate] {
+            // A dense gate touches every state row r.
+            Some(dense) => {
                 for r in 0..s {
-                    let c = r % n;
-                    if diag[r] != T::zero() {
-                        add_run(
-                            jt.col_as_slice_mut(r),
-                            start[c],
-                            &rows[c],
-                            source,
-                            diag[r],
-                        );
-                    }
+                    add(r, dense[(c, r)]);
+                }
+            }
+            // A unit-wise gate touches rows c (and n + c) only.
+            None => {
+                for r in (c..s).step_by(n) {
+                    add(r, gates.diag[block.gate * s + r]);
                 }
             }
         }
@@ -224,49 +226,61 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
     fn backward(&mut self, theta: &[T], dl_dh: &[T], grad: &mut [T]) -> bool {
         let (n, s) = (self.shape.hidden, self.shape.state);
         self.cell.gate_jacobian(theta, &self.cache, &mut self.gates);
-
-        // Propagate: Jᵀ_t = Jᵀ_{t−1} · Dᵀ (skipped while J_{t−1} = 0).
-        if self.fresh {
-            self.j_next.fill(T::zero());
-        } else {
+        if !self.fresh {
             self.cell.state_jacobian(theta, &self.cache, &mut self.d);
-            propagate(
-                self.j_next.as_mut(),
-                self.j.as_ref().subcols(0, n),
-                self.d.dh.as_ref(),
-            );
-            // The cell-state columns act unit-wise.
-            for r in 0..self.d.diag.len() {
-                let scale = self.d.diag[r];
-                let src = self.j.col_as_slice(n + r % n);
-                for (d, &v) in self.j_next.col_as_slice_mut(r).iter_mut().zip(src) {
-                    *d += scale * v;
+        }
+
+        // One unit at a time: the rows of `Jᵀ` that feed unit `c` are
+        // propagated into a tile that stays in L1, receive the immediate
+        // Jacobian, give their gradient entries and go back in place; the
+        // influence matrix is read once and written once per step.
+        for c in 0..n {
+            let rows = self.order.unit(c);
+            let m = rows.len();
+            let tile = &mut self.tile[..m * s];
+            if self.fresh {
+                // J_{t−1} = 0.
+                tile.fill(T::zero());
+            } else {
+                propagate(
+                    MatMut::from_column_major_slice_mut(&mut *tile, m, s),
+                    self.j.as_ref().subrows(rows.start, m).subcols(0, n),
+                    self.d.dh.as_ref(),
+                );
+                // The cell-state columns act unit-wise.
+                for (r, &scale) in self.d.diag.iter().enumerate() {
+                    let src = &self.j.col_as_slice(n + r % n)[rows.clone()];
+                    for (d, &v) in tile[r * m..(r + 1) * m].iter_mut().zip(src) {
+                        *d += scale * v;
+                    }
                 }
             }
-        }
+            add_immediate_unit(
+                &*self.cell,
+                &self.order,
+                &self.cache,
+                &self.gates,
+                c,
+                tile,
+            );
 
-        // Add the immediate Jacobian I_t.
-        add_immediate(
-            &*self.cell,
-            &self.order,
-            &self.cache,
-            &self.gates,
-            &mut self.j_next,
-        );
-        std::mem::swap(&mut self.j, &mut self.j_next);
+            // ∇θ L_t = (∂L_t/∂h_t) · J^h_t on these rows.
+            let acc = &mut self.acc[rows.clone()];
+            acc.fill(T::zero());
+            for (r, &dl) in dl_dh.iter().enumerate() {
+                if dl != T::zero() {
+                    for (a, &v) in acc.iter_mut().zip(&tile[r * m..(r + 1) * m]) {
+                        *a += dl * v;
+                    }
+                }
+            }
+            for r in 0..s {
+                self.j.col_as_slice_mut(r)[rows.clone()]
+                    .copy_from_slice(&tile[r * m..(r + 1) * m]);
+            }
+        }
         self.fresh = false;
-        let _ = s;
 
-        // ∇θ L_t = (∂L_t/∂h_t) · J^h_t, one axpy per hidden row.
-        self.acc.fill(T::zero());
-        for (r, &dl) in dl_dh.iter().enumerate() {
-            if dl == T::zero() {
-                continue;
-            }
-            for (a, &v) in self.acc.iter_mut().zip(self.j.col_as_slice(r)) {
-                *a += dl * v;
-            }
-        }
         for (&flat, &a) in self.order.flat.iter().zip(&self.acc) {
             grad[flat] += a;
         }
