@@ -312,8 +312,10 @@ pub fn markdown(rows: &[TableRow]) -> String {
     }
     out.push_str(&markdown_table(&header, &summary));
     out.push_str(
-        "\nDetails: the reduction against RTRL and the bytes one sequence's \
-                  estimator stores (`f32`; an LSTM keeps `J^c` too).\n\n",
+        "\nDetails: entries (mean over mask seeds for SnAp-2), their spread, \
+         the expectation, the count the estimator itself reports, the \
+         reduction against RTRL and the bytes one sequence's estimator stores \
+         (`f32`; an LSTM keeps `J^c` too).\n\n",
     );
     let header = [
         "cell",
@@ -323,6 +325,7 @@ pub fn markdown(rows: &[TableRow]) -> String {
         "min",
         "max",
         "expected",
+        "estimator",
         "thesis",
         "RTRL / this",
         "bytes stored",
@@ -333,12 +336,12 @@ pub fn markdown(rows: &[TableRow]) -> String {
             vec![
                 r.cell.clone(),
                 r.method.clone(),
-                format!("{:.1}", r.entries),
-                format!("{:.1}", r.entries_std),
+                decimal(r.entries),
+                decimal(r.entries_std),
                 thousands(r.entries_min),
                 thousands(r.entries_max),
-                format!("{:.1}", r.expected),
-                format!("{:.1}", r.estimator_entries),
+                decimal(r.expected),
+                decimal(r.estimator_entries),
                 r.thesis.map(thousands).unwrap_or_default(),
                 format!("{:.2}", r.reduction),
                 thousands(r.bytes.round() as usize),
@@ -352,6 +355,12 @@ pub fn markdown(rows: &[TableRow]) -> String {
          the union of the per-gate masks as the unit graph (see `table.rs`).\n",
     );
     out
+}
+
+/// `value` with thousands separators and one decimal (`88,573.2`).
+fn decimal(value: f64) -> String {
+    let tenths = (value * 10.0).round() as usize;
+    format!("{}.{}", thousands(tenths / 10), tenths % 10)
 }
 
 /// Writes `jacobian.csv` and `jacobian.md` under `dir`.

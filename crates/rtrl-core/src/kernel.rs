@@ -185,7 +185,7 @@ mod x86 {
     const WIDE_COLS: usize = 4;
 
     /// [`product_f32`] with 512-bit registers: panels of `16·WIDE_REGS`
-    /// rows, then 16, then one masked panel for the last rows. Every
+    /// rows, then one masked panel for the last rows. Every
     /// entry is the same chain of fused multiply-adds over `k` as in the
     /// 256-bit kernel, so both give the same bits.
     ///
@@ -214,15 +214,28 @@ mod x86 {
             };
             row += 16 * WIDE_REGS;
         }
-        while row < m {
-            let rows = (m - row).min(16);
-            let mask: __mmask16 = if rows == 16 { 0xffff } else { (1u16 << rows) - 1 };
-            // SAFETY: the masked lanes cover rows row..row+rows, inside A
-            // and C; masked-off lanes are neither read nor written.
+        // The last `m mod 96` rows: one panel of as many registers as they
+        // need (the last one masked), with more columns per tile when the
+        // panel is short so that enough independent accumulators (8 or
+        // more) hide the latency of the fused multiply-add.
+        let rest = m - row;
+        if rest > 0 {
+            let last = rest - 16 * ((rest - 1) / 16);
+            let mask: __mmask16 = if last == 16 { 0xffff } else { (1u16 << last) - 1 };
+            // SAFETY: the panel covers rows row..m, inside A and C; the
+            // masked-off lanes of its last register are neither read nor
+            // written.
             unsafe {
-                wide_panel::<1, WIDE_COLS>(row, mask, k, n, a, lda, b, ldb, c, ldc)
-            };
-            row += rows;
+                match rest.div_ceil(16) {
+                    1 => wide_panel::<1, 8>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                    2 => wide_panel::<2, 8>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                    3 => wide_panel::<3, 8>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                    4 => wide_panel::<4, 4>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                    5 => wide_panel::<5, 4>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                    // 81 to 95 rows (fewer than 16·WIDE_REGS are left).
+                    _ => wide_panel::<6, 4>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                }
+            }
         }
     }
 
@@ -323,7 +336,11 @@ mod tests {
             (7, 3, 5),
             (25, 32, 32),
             (100, 17, 63),
+            (105, 32, 32),
             (113, 32, 64),
+            (140, 32, 64),
+            (176, 3, 5),
+            (191, 32, 33),
             (3360, 32, 32),
         ] {
             let a = Mat::<f32>::from_fn(m, k, |i, j| {
@@ -366,7 +383,18 @@ mod tests {
         {
             return;
         }
-        for (m, k, n) in [(1, 1, 1), (17, 5, 3), (113, 32, 64), (3360, 32, 32)] {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (9, 32, 32),
+            (17, 5, 3),
+            (105, 32, 32),
+            (113, 32, 64),
+            (140, 32, 64),
+            (160, 7, 9),
+            (176, 3, 5),
+            (191, 32, 33),
+            (3360, 32, 32),
+        ] {
             let a =
                 Mat::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.137);
             let b = Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.071);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use faer::{Mat, MatMut};
+use faer::{Mat, MatMut, MatRef};
 
 use crate::cell::{Cell, CellShape, GateJacobian, StateJacobian, StepCache};
 use crate::estimator::Estimator;
@@ -16,14 +16,19 @@ use crate::scalar::Scalar;
 /// ```
 ///
 /// over all `P` kept core parameters, whatever the network's sparsity.
-/// `J` is stored transposed (`P × |s|`, one contiguous column per state
-/// entry), so the propagation is the single `faer` product
-/// `Jᵀ_{t−1}[:, h] · (∂s'/∂h)` of shape `(P × n) · (n × |s|)`; the LSTM's
-/// cell-state columns enter through a diagonal, not a product.
+/// `J` is stored transposed and cut by target unit: unit `c`'s rows of
+/// `Jᵀ` (the parameters that feed `c`, see [`UnitOrder`]) form one
+/// contiguous column-major block of `m_c × |s|` entries. The propagation
+/// is then, block by block, the product `Jᵀ_{t−1}[:, h] · (∂s'/∂h)` of
+/// shape `(m_c × n) · (n × |s|)`; the LSTM's cell-state columns enter
+/// through a diagonal, not a product.
 ///
 /// Cost per step: `2 n |s| P` flops for the product, `O(|s| P)` for the
-/// rest. Memory: one `P × |s|` buffer, updated in place one unit's rows at
-/// a time through a tile of `(P/n) × |s|` entries.
+/// rest. Memory: the `P × |s|` entries of `J` (each block padded to the
+/// largest `m_c`) and one spare block. A step writes unit `c`'s new block
+/// into the spare one, adds the immediate Jacobian and takes the gradient
+/// entries while it is in L1, then swaps the two blocks: nothing is
+/// copied.
 ///
 /// `theta` is the core part of the cell's flat parameter vector (its first
 /// [`core_len`](crate::ParamLayout::core_len) entries); gradients come back
@@ -36,7 +41,9 @@ pub struct Rtrl<T: Scalar> {
     cache: StepCache<T>,
     d: StateJacobian<T>,
     gates: GateJacobian<T>,
-    j: Mat<T>,
+    /// Per unit `c`, its block of `Jᵀ` (`m_c × |s|`, column-major).
+    j: Vec<Vec<T>>,
+    /// The spare block a step writes into.
     tile: Vec<T>,
     fresh: bool,
     acc: Vec<T>,
@@ -57,7 +64,7 @@ impl<T: Scalar> Rtrl<T> {
             cache: cell.new_cache(),
             d: StateJacobian::new(shape),
             gates: GateJacobian::new(shape, cell.dense_gates()),
-            j: Mat::zeros(p, shape.state),
+            j: (0..shape.hidden).map(|_| vec![T::zero(); widest * shape.state]).collect(),
             fresh: true,
             acc: vec![T::zero(); p],
             order,
@@ -70,10 +77,14 @@ impl<T: Scalar> Rtrl<T> {
     /// order), copied out for inspection.
     pub fn influence(&self) -> Mat<T> {
         let column_of = self.cell.layout().column_of();
-        let mut out = Mat::zeros(self.shape.state, self.j.nrows());
-        for (p, &flat) in self.order.flat.iter().enumerate() {
-            for r in 0..self.shape.state {
-                out[(r, column_of[flat] as usize)] = self.j[(p, r)];
+        let mut out = Mat::zeros(self.shape.state, self.order.flat.len());
+        for c in 0..self.shape.hidden {
+            let rows = self.order.unit(c);
+            let m = rows.len();
+            for (i, &flat) in self.order.flat[rows].iter().enumerate() {
+                for r in 0..self.shape.state {
+                    out[(r, column_of[flat] as usize)] = self.j[c][i + r * m];
+                }
             }
         }
         out
@@ -230,10 +241,11 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
             self.cell.state_jacobian(theta, &self.cache, &mut self.d);
         }
 
-        // One unit at a time: the rows of `Jᵀ` that feed unit `c` are
-        // propagated into a tile that stays in L1, receive the immediate
-        // Jacobian, give their gradient entries and go back in place; the
-        // influence matrix is read once and written once per step.
+        // One unit at a time: unit `c`'s block of `Jᵀ` is propagated into
+        // the spare block, which receives the immediate Jacobian and gives
+        // the gradient entries while it is in L1, then takes the old
+        // block's place; the influence matrix is read once and written
+        // once per step.
         for c in 0..n {
             let rows = self.order.unit(c);
             let m = rows.len();
@@ -244,12 +256,12 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
             } else {
                 propagate(
                     MatMut::from_column_major_slice_mut(&mut *tile, m, s),
-                    self.j.as_ref().subrows(rows.start, m).subcols(0, n),
+                    MatRef::from_column_major_slice(&self.j[c][..m * n], m, n),
                     self.d.dh.as_ref(),
                 );
                 // The cell-state columns act unit-wise.
                 for (r, &scale) in self.d.diag.iter().enumerate() {
-                    let src = &self.j.col_as_slice(n + r % n)[rows.clone()];
+                    let src = &self.j[c][(n + r % n) * m..][..m];
                     for (d, &v) in tile[r * m..(r + 1) * m].iter_mut().zip(src) {
                         *d += scale * v;
                     }
@@ -264,20 +276,15 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
                 tile,
             );
 
-            // ∇θ L_t = (∂L_t/∂h_t) · J^h_t on these rows.
-            let acc = &mut self.acc[rows.clone()];
-            acc.fill(T::zero());
-            for (r, &dl) in dl_dh.iter().enumerate() {
-                if dl != T::zero() {
-                    for (a, &v) in acc.iter_mut().zip(&tile[r * m..(r + 1) * m]) {
-                        *a += dl * v;
-                    }
-                }
-            }
-            for r in 0..s {
-                self.j.col_as_slice_mut(r)[rows.clone()]
-                    .copy_from_slice(&tile[r * m..(r + 1) * m]);
-            }
+            // ∇θ L_t = (∂L_t/∂h_t) · J^h_t on these rows: the tile's h
+            // columns times the loss gradient, one more (m × n)·(n × 1)
+            // product, which keeps each entry in a register over all n.
+            propagate(
+                MatMut::from_column_major_slice_mut(&mut self.acc[rows.clone()], m, 1),
+                MatRef::from_column_major_slice(&tile[..m * n], m, n),
+                MatRef::from_column_major_slice(dl_dh, n, 1),
+            );
+            std::mem::swap(&mut self.j[c], &mut self.tile);
         }
         self.fresh = false;
 
