@@ -2,181 +2,260 @@
 //!
 //! Dense RTRL spends most of its time in one product per step,
 //! `Jᵀ_t = Jᵀ_{t−1}[:, h] · (∂s'/∂h)`, of shape `(P × n) · (n × |s|)` with
-//! `P` in the thousands and `n`, `|s|` in the tens. A general matrix
-//! product packs `A` into panels on every call; here `A` changes every
-//! step, so that packing is a full extra pass over the influence matrix.
-//! On x86-64 with AVX2 and FMA, `f32` products go through a register-tiled
-//! kernel that reads `A` in place (a 24 × n panel stays in L1 while it is
-//! multiplied by every column block of `B`); everything else goes through
+//! `P` in the thousands and `n`, `|s|` in the tens (or one target unit's
+//! block of it, `P/n` rows). A general matrix product packs `A` into
+//! panels on every call; here `A` changes every step, so that packing is
+//! a full extra pass over the influence matrix. On x86-64 with AVX2 and
+//! FMA, `f32` products go through a register-tiled kernel that reads `A`
+//! in place (512-bit registers where AVX-512F is present, 256-bit ones
+//! otherwise; both give the same bits); everything else goes through
 //! `faer`.
+//!
+//! The kernel can also add a unit-wise term while the result is still in
+//! registers, `C[:, j] += scale[j] · E[:, j mod e]`: the cell-state
+//! columns of an LSTM's `D_t`, which act through a diagonal.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use crate::scalar::Scalar;
 
+/// A unit-wise term added to a product: column `j` of the result gains
+/// `scale[j] · source[:, j mod source.ncols()]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Diagonal<'a, T> {
+    /// `rows × e`, the columns the term is read from.
+    pub source: MatRef<'a, T>,
+    /// One factor per column of the result.
+    pub scale: &'a [T],
+}
+
 /// `dst = lhs · rhs` (overwriting `dst`), single-threaded.
 ///
 /// # Panics
 /// If the shapes do not chain.
 pub fn propagate<T: Scalar>(dst: MatMut<'_, T>, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>) {
+    propagate_with(dst, lhs, rhs, None);
+}
+
+/// `dst[:, j] = lhs · rhs[:, j] + scale[j] · source[:, j mod e]` (the
+/// second term only with a [`Diagonal`]), single-threaded.
+///
+/// # Precision
+/// On the `f32` kernel each entry is one chain of fused multiply-adds
+/// over `k`, then one more for the diagonal term: the same bits on every
+/// CPU that runs it, whichever register width it gets.
+///
+/// # Panics
+/// If the shapes do not chain, or the diagonal's source has other rows
+/// than `dst`, no columns, or its scales are not one per column of `dst`.
+pub fn propagate_with<T: Scalar>(
+    mut dst: MatMut<'_, T>,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    diagonal: Option<Diagonal<'_, T>>,
+) {
     assert!(
         dst.nrows() == lhs.nrows()
             && lhs.ncols() == rhs.nrows()
             && dst.ncols() == rhs.ncols(),
         "propagate: shapes do not chain"
     );
+    if let Some(diagonal) = &diagonal {
+        assert!(
+            diagonal.source.nrows() == dst.nrows()
+                && diagonal.source.ncols() > 0
+                && diagonal.scale.len() == dst.ncols(),
+            "propagate: the diagonal term does not fit the result"
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && lhs.row_stride() == 1
+        let unit_rows = lhs.row_stride() == 1
             && rhs.row_stride() == 1
             && dst.row_stride() == 1
+            && diagonal.is_none_or(|d| d.source.row_stride() == 1);
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && unit_rows
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
-            let wide = std::arch::is_x86_feature_detected!("avx512f");
+            let (e, lde, ecols, scale) = match &diagonal {
+                Some(d) => (
+                    d.source.as_ptr() as *const f32,
+                    d.source.col_stride() as usize,
+                    d.source.ncols(),
+                    d.scale.as_ptr() as *const f32,
+                ),
+                None => (std::ptr::null(), 0, 0, std::ptr::null()),
+            };
+            let operands = x86::Operands {
+                m: dst.nrows(),
+                k: lhs.ncols(),
+                n: dst.ncols(),
+                a: lhs.as_ptr() as *const f32,
+                lda: lhs.col_stride() as usize,
+                b: rhs.as_ptr() as *const f32,
+                ldb: rhs.col_stride() as usize,
+                c: dst.as_ptr_mut() as *mut f32,
+                ldc: dst.col_stride() as usize,
+                e,
+                lde,
+                ecols,
+                scale,
+            };
             // SAFETY: T is f32 (checked above), so the pointers address f32
-            // values; every matrix is column-major with unit row stride and
-            // the column strides come from the views themselves; AVX2 and
-            // FMA are present.
+            // values; every matrix is column-major with unit row stride, the
+            // shapes were checked above and the column strides come from
+            // the views themselves; AVX2 and FMA are present (and AVX-512F
+            // for the wide kernel).
             unsafe {
-                let product = if wide { x86::product_f32_wide } else { x86::product_f32 };
-                product(
-                    dst.nrows(),
-                    lhs.ncols(),
-                    dst.ncols(),
-                    lhs.as_ptr() as *const f32,
-                    lhs.col_stride() as usize,
-                    rhs.as_ptr() as *const f32,
-                    rhs.col_stride() as usize,
-                    dst.as_ptr_mut() as *mut f32,
-                    dst.col_stride() as usize,
-                );
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    x86::product_f32_wide(&operands)
+                } else {
+                    x86::product_f32(&operands)
+                }
             }
             return;
         }
     }
-    matmul(dst, Accum::Replace, lhs, rhs, T::one(), Par::Seq);
+    matmul(dst.as_mut(), Accum::Replace, lhs, rhs, T::one(), Par::Seq);
+    if let Some(diagonal) = diagonal {
+        let e = diagonal.source.ncols();
+        for (j, &scale) in diagonal.scale.iter().enumerate() {
+            for i in 0..dst.nrows() {
+                dst[(i, j)] += scale * diagonal.source[(i, j % e)];
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// One call's operands: `C (m × n) = A (m × k) · B (k × n)`, plus
+    /// `scale[j] · E[:, j mod ecols]` when `ecols > 0`; all column-major
+    /// with the given column strides.
+    #[derive(Clone, Copy)]
+    pub(super) struct Operands {
+        pub m: usize,
+        pub k: usize,
+        pub n: usize,
+        pub a: *const f32,
+        pub lda: usize,
+        pub b: *const f32,
+        pub ldb: usize,
+        pub c: *mut f32,
+        pub ldc: usize,
+        pub e: *const f32,
+        pub lde: usize,
+        pub ecols: usize,
+        pub scale: *const f32,
+    }
+
     /// Registers of 8 rows per panel, and columns of `B` per register tile:
     /// PANEL_REGS · PANEL_COLS accumulators out of sixteen registers.
     const PANEL_REGS: usize = 3;
     const PANEL_COLS: usize = 4;
 
-    /// `C (m × n) = A (m × k) · B (k × n)`, all column-major with the given
-    /// column strides.
+    /// The product with 256-bit registers: panels of `8·PANEL_REGS` rows,
+    /// then of 8, then single rows.
     ///
     /// # Safety
-    /// The pointers must address matrices of those shapes and strides
-    /// (non-negative), `C` must not overlap `A` or `B`, and the CPU must
-    /// support AVX2 and FMA.
+    /// The pointers must address matrices of those shapes and strides,
+    /// `C` must not overlap `A`, `B` or `E`, and the CPU must support AVX2
+    /// and FMA.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn product_f32(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        // Row panels of 8·PANEL_REGS rows, then 8, then single rows.
+    pub(super) unsafe fn product_f32(op: &Operands) {
         let mut row = 0;
-        while row + 8 * PANEL_REGS <= m {
-            // SAFETY: rows row..row+8·PANEL_REGS lie inside A and C.
-            unsafe { panel::<PANEL_REGS, PANEL_COLS>(row, k, n, a, lda, b, ldb, c, ldc) };
+        while row + 8 * PANEL_REGS <= op.m {
+            // SAFETY: rows row..row+8·PANEL_REGS lie inside A, C and E.
+            unsafe { panel::<PANEL_REGS, PANEL_COLS>(op, row) };
             row += 8 * PANEL_REGS;
         }
-        while row + 8 <= m {
-            // SAFETY: rows row..row+8 lie inside A and C.
-            unsafe { panel::<1, 4>(row, k, n, a, lda, b, ldb, c, ldc) };
+        while row + 8 <= op.m {
+            // SAFETY: rows row..row+8 lie inside A, C and E.
+            unsafe { panel::<1, 4>(op, row) };
             row += 8;
         }
-        for r in row..m {
-            for j in 0..n {
-                let mut sum = 0.0f32;
-                for kk in 0..k {
-                    // SAFETY: r < m, kk < k, j < n.
-                    unsafe {
-                        sum = (*a.add(r + kk * lda)).mul_add(*b.add(kk + j * ldb), sum)
-                    };
+        for r in row..op.m {
+            for j in 0..op.n {
+                // SAFETY: r < m, kk < k, j < n; E and the scales exist
+                // when ecols > 0.
+                unsafe {
+                    let mut sum = 0.0f32;
+                    for kk in 0..op.k {
+                        sum = (*op.a.add(r + kk * op.lda))
+                            .mul_add(*op.b.add(kk + j * op.ldb), sum);
+                    }
+                    if op.ecols > 0 {
+                        let e = *op.e.add(r + (j % op.ecols) * op.lde);
+                        sum = e.mul_add(*op.scale.add(j), sum);
+                    }
+                    *op.c.add(r + j * op.ldc) = sum;
                 }
-                // SAFETY: r < m, j < n.
-                unsafe { *c.add(r + j * ldc) = sum };
             }
         }
     }
 
     /// One panel of `8·R` rows starting at `row`, against every column of
-    /// `B`, `C` columns at a time (then one at a time).
+    /// `B`: tiles of `C` columns, then single columns.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn panel<const R: usize, const C: usize>(
-        row: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
-    ) {
+    unsafe fn panel<const R: usize, const C: usize>(op: &Operands, row: usize) {
         let mut col = 0;
-        while col + C <= n {
-            // Accumulators: C columns × R registers of 8 rows.
-            let mut acc = [[_mm256_setzero_ps(); R]; C];
-            for kk in 0..k {
-                // SAFETY: rows row..row+8R of column kk of A, entries
-                // (kk, col..col+4) of B; all in bounds.
-                unsafe {
-                    let a_col = a.add(row + kk * lda);
-                    let mut lanes = [_mm256_setzero_ps(); R];
-                    for (i, lane) in lanes.iter_mut().enumerate() {
-                        *lane = _mm256_loadu_ps(a_col.add(8 * i));
-                    }
-                    for (j, acc_j) in acc.iter_mut().enumerate() {
-                        let bj = _mm256_broadcast_ss(&*b.add(kk + (col + j) * ldb));
-                        for i in 0..R {
-                            acc_j[i] = _mm256_fmadd_ps(lanes[i], bj, acc_j[i]);
-                        }
-                    }
-                }
-            }
-            for (j, acc_j) in acc.iter().enumerate() {
-                for (i, &v) in acc_j.iter().enumerate() {
-                    // SAFETY: rows row+8i..row+8i+8 of column col+j of C.
-                    unsafe { _mm256_storeu_ps(c.add(row + 8 * i + (col + j) * ldc), v) };
-                }
-            }
+        while col + C <= op.n {
+            // SAFETY: columns col..col+C of B and C exist.
+            unsafe { tile::<R, C>(op, row, col) };
             col += C;
         }
-        while col < n {
-            let mut acc = [_mm256_setzero_ps(); R];
-            for kk in 0..k {
-                // SAFETY: as above, one column of B.
-                unsafe {
-                    let bj = _mm256_broadcast_ss(&*b.add(kk + col * ldb));
-                    for (i, acc_i) in acc.iter_mut().enumerate() {
-                        let lane = _mm256_loadu_ps(a.add(row + kk * lda + 8 * i));
-                        *acc_i = _mm256_fmadd_ps(lane, bj, *acc_i);
+        while col < op.n {
+            // SAFETY: column col of B and C exists.
+            unsafe { tile::<R, 1>(op, row, col) };
+            col += 1;
+        }
+    }
+
+    /// `C[row.., col..col+C]` for `8·R` rows: accumulators of C columns ×
+    /// R registers, one fused multiply-add per `k`, then the diagonal term.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const R: usize, const C: usize>(
+        op: &Operands,
+        row: usize,
+        col: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); R]; C];
+        for kk in 0..op.k {
+            // SAFETY: rows row..row+8R of column kk of A, entries
+            // (kk, col..col+C) of B; all in bounds.
+            unsafe {
+                let a_col = op.a.add(row + kk * op.lda);
+                let mut lanes = [_mm256_setzero_ps(); R];
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    *lane = _mm256_loadu_ps(a_col.add(8 * i));
+                }
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    let bj = _mm256_broadcast_ss(&*op.b.add(kk + (col + j) * op.ldb));
+                    for i in 0..R {
+                        acc_j[i] = _mm256_fmadd_ps(lanes[i], bj, acc_j[i]);
                     }
                 }
             }
-            for (i, &v) in acc.iter().enumerate() {
-                // SAFETY: rows row+8i..row+8i+8 of column col of C.
-                unsafe { _mm256_storeu_ps(c.add(row + 8 * i + col * ldc), v) };
+        }
+        for (j, acc_j) in acc.iter_mut().enumerate() {
+            for (i, v) in acc_j.iter_mut().enumerate() {
+                // SAFETY: rows row+8i..row+8i+8 of column col+j of C, and of
+                // column (col+j) mod ecols of E when there is a diagonal.
+                unsafe {
+                    if op.ecols > 0 {
+                        let e = op.e.add(row + 8 * i + ((col + j) % op.ecols) * op.lde);
+                        let scale = _mm256_broadcast_ss(&*op.scale.add(col + j));
+                        *v = _mm256_fmadd_ps(_mm256_loadu_ps(e), scale, *v);
+                    }
+                    _mm256_storeu_ps(op.c.add(row + 8 * i + (col + j) * op.ldc), *v);
+                }
             }
-            col += 1;
         }
     }
 
@@ -185,55 +264,41 @@ mod x86 {
     const WIDE_COLS: usize = 4;
 
     /// [`product_f32`] with 512-bit registers: panels of `16·WIDE_REGS`
-    /// rows, then one masked panel for the last rows. Every
-    /// entry is the same chain of fused multiply-adds over `k` as in the
-    /// 256-bit kernel, so both give the same bits.
+    /// rows, then one masked panel for the last rows. Every entry is the
+    /// same chain of fused multiply-adds as in the 256-bit kernel, so both
+    /// give the same bits.
     ///
     /// # Safety
     /// As [`product_f32`], and the CPU must support AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn product_f32_wide(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
-    ) {
+    pub(super) unsafe fn product_f32_wide(op: &Operands) {
         let mut row = 0;
-        while row + 16 * WIDE_REGS <= m {
-            // SAFETY: rows row..row+16·WIDE_REGS lie inside A and C.
-            unsafe {
-                wide_panel::<WIDE_REGS, WIDE_COLS>(
-                    row, 0xffff, k, n, a, lda, b, ldb, c, ldc,
-                )
-            };
+        while row + 16 * WIDE_REGS <= op.m {
+            // SAFETY: rows row..row+16·WIDE_REGS lie inside A, C and E.
+            unsafe { wide_panel::<WIDE_REGS, WIDE_COLS>(op, row, 0xffff) };
             row += 16 * WIDE_REGS;
         }
+
         // The last `m mod 96` rows: one panel of as many registers as they
         // need (the last one masked), with more columns per tile when the
         // panel is short so that enough independent accumulators (8 or
         // more) hide the latency of the fused multiply-add.
-        let rest = m - row;
+        let rest = op.m - row;
         if rest > 0 {
             let last = rest - 16 * ((rest - 1) / 16);
             let mask: __mmask16 = if last == 16 { 0xffff } else { (1u16 << last) - 1 };
-            // SAFETY: the panel covers rows row..m, inside A and C; the
+            // SAFETY: the panel covers rows row..m, inside A, C and E; the
             // masked-off lanes of its last register are neither read nor
             // written.
             unsafe {
                 match rest.div_ceil(16) {
-                    1 => wide_panel::<1, 8>(row, mask, k, n, a, lda, b, ldb, c, ldc),
-                    2 => wide_panel::<2, 8>(row, mask, k, n, a, lda, b, ldb, c, ldc),
-                    3 => wide_panel::<3, 8>(row, mask, k, n, a, lda, b, ldb, c, ldc),
-                    4 => wide_panel::<4, 4>(row, mask, k, n, a, lda, b, ldb, c, ldc),
-                    5 => wide_panel::<5, 4>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                    1 => wide_panel::<1, 8>(op, row, mask),
+                    2 => wide_panel::<2, 8>(op, row, mask),
+                    3 => wide_panel::<3, 8>(op, row, mask),
+                    4 => wide_panel::<4, 4>(op, row, mask),
+                    5 => wide_panel::<5, 4>(op, row, mask),
                     // 81 to 95 rows (fewer than 16·WIDE_REGS are left).
-                    _ => wide_panel::<6, 4>(row, mask, k, n, a, lda, b, ldb, c, ldc),
+                    _ => wide_panel::<6, 4>(op, row, mask),
                 }
             }
         }
@@ -243,79 +308,68 @@ mod x86 {
     /// lanes limited to `mask`), against every column of `B`: tiles of `C`
     /// columns, then single columns.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn wide_panel<const R: usize, const C: usize>(
+        op: &Operands,
         row: usize,
         mask: __mmask16,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
     ) {
         let mut col = 0;
-        while col + C <= n {
+        while col + C <= op.n {
             // SAFETY: columns col..col+C of B and C exist.
-            unsafe { wide_tile::<R, C>(row, mask, col, k, a, lda, b, ldb, c, ldc) };
+            unsafe { wide_tile::<R, C>(op, row, mask, col) };
             col += C;
         }
-        while col < n {
+        while col < op.n {
             // SAFETY: column col of B and C exists.
-            unsafe { wide_tile::<R, 1>(row, mask, col, k, a, lda, b, ldb, c, ldc) };
+            unsafe { wide_tile::<R, 1>(op, row, mask, col) };
             col += 1;
         }
     }
 
-    /// `C[row.., col..col+C] = A[row.., :] · B[:, col..col+C]` for `16·R`
-    /// rows (the last register's lanes limited to `mask`).
+    /// `C[row.., col..col+C]` for `16·R` rows (the last register's lanes
+    /// limited to `mask`), then the diagonal term.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     unsafe fn wide_tile<const R: usize, const C: usize>(
+        op: &Operands,
         row: usize,
         mask: __mmask16,
         col: usize,
-        k: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
     ) {
         let mask_of = |i: usize| if i + 1 == R { mask } else { 0xffff };
         let mut acc = [[_mm512_setzero_ps(); R]; C];
-        for kk in 0..k {
+        for kk in 0..op.k {
             // SAFETY: the masked lanes of rows row..row+16R of column kk of
             // A, and entries (kk, col..col+C) of B, are in bounds.
             unsafe {
-                let a_col = a.add(row + kk * lda);
+                let a_col = op.a.add(row + kk * op.lda);
                 let mut lanes = [_mm512_setzero_ps(); R];
                 for (i, lane) in lanes.iter_mut().enumerate() {
                     *lane = _mm512_maskz_loadu_ps(mask_of(i), a_col.add(16 * i));
                 }
                 for (j, acc_j) in acc.iter_mut().enumerate() {
-                    let bj = _mm512_set1_ps(*b.add(kk + (col + j) * ldb));
+                    let bj = _mm512_set1_ps(*op.b.add(kk + (col + j) * op.ldb));
                     for i in 0..R {
                         acc_j[i] = _mm512_fmadd_ps(lanes[i], bj, acc_j[i]);
                     }
                 }
             }
         }
-        for (j, acc_j) in acc.iter().enumerate() {
-            for (i, &v) in acc_j.iter().enumerate() {
+        for (j, acc_j) in acc.iter_mut().enumerate() {
+            for (i, v) in acc_j.iter_mut().enumerate() {
                 // SAFETY: the masked lanes of rows row+16i.. of column col+j
-                // of C are in bounds.
+                // of C, and of column (col+j) mod ecols of E when there is a
+                // diagonal, are in bounds.
                 unsafe {
-                    _mm512_mask_storeu_ps(
-                        c.add(row + 16 * i + (col + j) * ldc),
-                        mask_of(i),
-                        v,
-                    )
-                };
+                    if op.ecols > 0 {
+                        let e = op.e.add(row + 16 * i + ((col + j) % op.ecols) * op.lde);
+                        let scale = _mm512_set1_ps(*op.scale.add(col + j));
+                        let e = _mm512_maskz_loadu_ps(mask_of(i), e);
+                        *v = _mm512_fmadd_ps(e, scale, *v);
+                    }
+                    let c = op.c.add(row + 16 * i + (col + j) * op.ldc);
+                    _mm512_mask_storeu_ps(c, mask_of(i), *v);
+                }
             }
         }
     }
@@ -327,30 +381,56 @@ mod tests {
 
     use super::*;
 
-    /// The kernel agrees with faer on awkward shapes (rows not a multiple
-    /// of 8 or 24, columns not a multiple of 4), to f32 rounding.
+    /// Shapes with rows not a multiple of 8, 16, 24 or 96 and columns not
+    /// a multiple of 4 or 8; the RTRL tiles of the thesis network (105 and
+    /// 140 rows) among them.
+    const SHAPES: [(usize, usize, usize); 12] = [
+        (1, 1, 1),
+        (7, 3, 5),
+        (9, 32, 32),
+        (17, 5, 3),
+        (25, 32, 32),
+        (100, 17, 63),
+        (105, 32, 32),
+        (113, 32, 64),
+        (140, 32, 64),
+        (176, 3, 5),
+        (191, 32, 33),
+        (3360, 32, 32),
+    ];
+
+    /// Operands of small, varied values: `A`, `B`, a diagonal source of
+    /// `max(n / 2, 1)` columns and one scale per column.
+    fn operands(
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> (Mat<f32>, Mat<f32>, Mat<f32>, Vec<f32>) {
+        let a = Mat::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.1 - 0.5);
+        let b = Mat::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.1 - 0.6);
+        let e =
+            Mat::from_fn(m, (n / 2).max(1), |i, j| ((i + 2 * j) % 9) as f32 * 0.1 - 0.4);
+        let scale = (0..n).map(|j| (j % 5) as f32 * 0.2 - 0.3).collect();
+        (a, b, e, scale)
+    }
+
+    /// The kernel agrees with faer (and a plain loop for the diagonal
+    /// term) to f32 rounding.
     #[test]
     fn matches_faer_on_awkward_shapes() {
-        for (m, k, n) in [
-            (1, 1, 1),
-            (7, 3, 5),
-            (25, 32, 32),
-            (100, 17, 63),
-            (105, 32, 32),
-            (113, 32, 64),
-            (140, 32, 64),
-            (176, 3, 5),
-            (191, 32, 33),
-            (3360, 32, 32),
-        ] {
-            let a = Mat::<f32>::from_fn(m, k, |i, j| {
-                ((i * 7 + j * 3) % 11) as f32 * 0.1 - 0.5
-            });
-            let b =
-                Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.1 - 0.6);
-            let mut ours = Mat::<f32>::zeros(m, n);
+        for (m, k, n) in SHAPES {
+            let (a, b, e, scale) = operands(m, k, n);
+            let mut plain = Mat::<f32>::zeros(m, n);
+            let mut with_diagonal = Mat::<f32>::zeros(m, n);
             let mut theirs = Mat::<f32>::zeros(m, n);
-            propagate(ours.as_mut(), a.as_ref(), b.as_ref());
+            propagate(plain.as_mut(), a.as_ref(), b.as_ref());
+            let diagonal = Diagonal { source: e.as_ref(), scale: &scale };
+            propagate_with(
+                with_diagonal.as_mut(),
+                a.as_ref(),
+                b.as_ref(),
+                Some(diagonal),
+            );
             matmul(
                 theirs.as_mut(),
                 Accum::Replace,
@@ -361,11 +441,13 @@ mod tests {
             );
             for i in 0..m {
                 for j in 0..n {
-                    // Sums of k ≤ 32 products of size ≤ 0.6: rounding below 1e-5.
-                    assert!(
-                        (ours[(i, j)] - theirs[(i, j)]).abs() < 1e-5,
-                        "{m}x{k}x{n} at {i},{j}"
-                    );
+                    // Sums of k ≤ 32 products of size ≤ 0.6, plus one of
+                    // size ≤ 0.5: rounding below 1e-5.
+                    let extra = scale[j] * e[(i, j % e.ncols())];
+                    let at = format!("{m}x{k}x{n} at {i},{j}");
+                    assert!((plain[(i, j)] - theirs[(i, j)]).abs() < 1e-5, "{at}");
+                    let expected = theirs[(i, j)] + extra;
+                    assert!((with_diagonal[(i, j)] - expected).abs() < 1e-5, "{at}");
                 }
             }
         }
@@ -383,40 +465,42 @@ mod tests {
         {
             return;
         }
-        for (m, k, n) in [
-            (1, 1, 1),
-            (9, 32, 32),
-            (17, 5, 3),
-            (105, 32, 32),
-            (113, 32, 64),
-            (140, 32, 64),
-            (160, 7, 9),
-            (176, 3, 5),
-            (191, 32, 33),
-            (3360, 32, 32),
-        ] {
-            let a =
-                Mat::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.137);
-            let b = Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.071);
-            let mut narrow = Mat::<f32>::zeros(m, n);
-            let mut wide = Mat::<f32>::zeros(m, n);
-            // SAFETY: column-major matrices of the given shapes; the CPU
-            // features are checked above.
-            unsafe {
-                let (pa, pb) = (a.as_ptr(), b.as_ptr());
-                let (la, lb) = (a.col_stride() as usize, b.col_stride() as usize);
-                let ln = narrow.col_stride() as usize;
-                x86::product_f32(m, k, n, pa, la, pb, lb, narrow.as_ptr_mut(), ln);
-                let lw = wide.col_stride() as usize;
-                x86::product_f32_wide(m, k, n, pa, la, pb, lb, wide.as_ptr_mut(), lw);
-            }
-            for i in 0..m {
-                for j in 0..n {
-                    assert_eq!(
-                        narrow[(i, j)].to_bits(),
-                        wide[(i, j)].to_bits(),
-                        "{m}x{k}x{n} at {i},{j}"
-                    );
+        for (m, k, n) in SHAPES {
+            let (a, b, e, scale) = operands(m, k, n);
+            for diagonal in [false, true] {
+                let mut narrow = Mat::<f32>::zeros(m, n);
+                let mut wide = Mat::<f32>::zeros(m, n);
+                let mut operands = x86::Operands {
+                    m,
+                    k,
+                    n,
+                    a: a.as_ptr(),
+                    lda: a.col_stride() as usize,
+                    b: b.as_ptr(),
+                    ldb: b.col_stride() as usize,
+                    c: narrow.as_ptr_mut(),
+                    ldc: narrow.col_stride() as usize,
+                    e: e.as_ptr(),
+                    lde: e.col_stride() as usize,
+                    ecols: if diagonal { e.ncols() } else { 0 },
+                    scale: scale.as_ptr(),
+                };
+                // SAFETY: column-major matrices of the given shapes; the
+                // CPU features are checked above.
+                unsafe {
+                    x86::product_f32(&operands);
+                    operands.c = wide.as_ptr_mut();
+                    operands.ldc = wide.col_stride() as usize;
+                    x86::product_f32_wide(&operands);
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        assert_eq!(
+                            narrow[(i, j)].to_bits(),
+                            wide[(i, j)].to_bits(),
+                            "{m}x{k}x{n} at {i},{j}, diagonal {diagonal}"
+                        );
+                    }
                 }
             }
         }

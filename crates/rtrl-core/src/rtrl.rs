@@ -6,7 +6,7 @@ use faer::{Mat, MatMut, MatRef};
 
 use crate::cell::{Cell, CellShape, GateJacobian, StateJacobian, StepCache};
 use crate::estimator::Estimator;
-use crate::kernel::propagate;
+use crate::kernel::{propagate, propagate_with, Diagonal};
 use crate::scalar::Scalar;
 
 /// Exact RTRL: the full influence matrix `J_t = ∂s_t/∂θ`, carried forward
@@ -254,18 +254,23 @@ impl<T: Scalar> Estimator<T> for Rtrl<T> {
                 // J_{t−1} = 0.
                 tile.fill(T::zero());
             } else {
-                propagate(
+                // The cell-state columns act unit-wise: column r gains
+                // diag[r] · Jᵀ[:, n + r mod n], added in the same pass.
+                let block = &self.j[c];
+                let diagonal = (!self.d.diag.is_empty()).then(|| Diagonal {
+                    source: MatRef::from_column_major_slice(
+                        &block[n * m..2 * n * m],
+                        m,
+                        n,
+                    ),
+                    scale: &self.d.diag,
+                });
+                propagate_with(
                     MatMut::from_column_major_slice_mut(&mut *tile, m, s),
-                    MatRef::from_column_major_slice(&self.j[c][..m * n], m, n),
+                    MatRef::from_column_major_slice(&block[..m * n], m, n),
                     self.d.dh.as_ref(),
+                    diagonal,
                 );
-                // The cell-state columns act unit-wise.
-                for (r, &scale) in self.d.diag.iter().enumerate() {
-                    let src = &self.j[c][(n + r % n) * m..][..m];
-                    for (d, &v) in tile[r * m..(r + 1) * m].iter_mut().zip(src) {
-                        *d += scale * v;
-                    }
-                }
             }
             add_immediate_unit(
                 &*self.cell,
