@@ -130,6 +130,7 @@ pub fn check(dir: &Path) -> Result<Vec<String>, XtaskError> {
     for record in &records {
         number(&path, &header, record, "seconds")?;
         number(&path, &header, record, "bare_products_seconds")?;
+        number(&path, &header, record, "bare_dense_d_seconds")?;
     }
     done.push(format!("{}: {} rows", path.display(), records.len()));
     let path = dir.join("scaling.csv");
