@@ -283,7 +283,7 @@ mod tests {
             epochs: 10,
             ..RunConfig::default()
         };
-        for method in [Method::Bptt, Method::Rtrl] {
+        for method in crate::methods::METHODS {
             let mut theirs = Vec::new();
             rtrl_bench::run(&method.configure(&config), &mut |r| {
                 if let Some(v) = r.val_loss {

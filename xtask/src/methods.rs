@@ -3,17 +3,17 @@
 //! Every subcommand iterates over [`METHODS`]; a new estimator is one
 //! variant, one entry in the list and one arm in [`Method::setup`].
 //!
-//! The estimators are built here from the estimator crates, around the
-//! same trainer, readout and copy-task streams as `rtrl_bench::run`
-//! (see `harness.rs`), so that LoRA-RTRL can start from a checkpoint.
+//! Each method is a [`RunConfig`] of `rtrl_bench` ([`Method::configure`]);
+//! its estimators come from `rtrl_bench::build_estimators`, around the
+//! same trainer, readout and copy-task streams as `rtrl_bench::run` (see
+//! `harness.rs`).
 
 use std::sync::Arc;
 
-use rtrl_bench::{build_estimators, Algo, EstimatorSetup, RunConfig};
+use rtrl_bench::{build_estimators, Algo, EstimatorSetup, LoraReadout, RunConfig};
 use rtrl_cells::CellKind;
-use rtrl_core::{Cell, Estimator, ReadoutMode};
-use rtrl_lora::{init_factors, LoraConfig, LoraLayout, LoraRtrl};
-use rtrl_snap::Snap;
+use rtrl_core::Cell;
+use rtrl_lora::LoraConfig;
 
 use crate::XtaskError;
 
@@ -94,19 +94,32 @@ impl Method {
         }
     }
 
-    /// `base` with this method's network settings: the estimator that
-    /// `rtrl_bench` knows it by, and the recurrent density (SnAp-2 runs
-    /// on a sparse network).
+    /// `base` with this method's settings: the estimator `rtrl_bench`
+    /// knows it by, its level or ranks, and the recurrent density (SnAp-2
+    /// runs on a sparse network).
     pub fn configure(self, base: &RunConfig) -> RunConfig {
+        let base = RunConfig { level: None, ..base.clone() };
         match self {
-            Method::Bptt => RunConfig { algo: Algo::Bptt, ..base.clone() },
-            Method::Rtrl | Method::Snap1 | Method::LoraRtrl => {
-                RunConfig { algo: Algo::Rtrl, ..base.clone() }
-            }
+            Method::Bptt => RunConfig { algo: Algo::Bptt, ..base },
+            Method::Rtrl => RunConfig { algo: Algo::Rtrl, ..base },
+            Method::Snap1 => RunConfig { algo: Algo::Snap, level: Some(1), ..base },
             Method::Snap2 => RunConfig {
-                algo: Algo::Rtrl,
+                algo: Algo::Snap,
+                level: Some(2),
                 recurrent_density: SNAP2_DENSITY,
-                ..base.clone()
+                ..base
+            },
+            // RTRL over the factors of a frozen base, rank-1 readout.
+            Method::LoraRtrl => RunConfig {
+                algo: Algo::LoraRtrl,
+                lora: LoraConfig {
+                    rank_input: LORA_RANK_INPUT,
+                    rank_recurrent: LORA_RANK_RECURRENT,
+                    ..LoraConfig::default()
+                },
+                lora_readout: LoraReadout::Lora,
+                rank_readout: 1,
+                ..base
             },
         }
     }
@@ -114,7 +127,8 @@ impl Method {
     /// The estimators of one run of this method on `cell` (one per
     /// sequence of `config.batch`), the trainable core vector and the
     /// readout mode, from the flat parameters `params` (the initial
-    /// weights, or the frozen base of LoRA-RTRL).
+    /// weights, or the frozen base of LoRA-RTRL). `config` is already
+    /// [`configure`](Method::configure)d.
     ///
     /// # Errors
     /// An estimator that cannot be built for `cell`.
@@ -124,56 +138,9 @@ impl Method {
         cell: &Arc<dyn Cell<f32>>,
         params: &[f32],
     ) -> Result<EstimatorSetup, XtaskError> {
-        let failed = |e: rtrl_core::Error| XtaskError::Run {
+        build_estimators(config, cell, params).map_err(|e| XtaskError::Run {
             what: format!("building {}", self.label()),
             reason: e.to_string(),
-        };
-        let core = params[..cell.layout().core_len()].to_vec();
-        let snap = |level: usize| -> Result<EstimatorSetup, XtaskError> {
-            let mut estimators: Vec<Box<dyn Estimator<f32>>> = Vec::new();
-            for _ in 0..config.batch {
-                estimators
-                    .push(Box::new(Snap::new(cell.clone(), level).map_err(failed)?));
-            }
-            Ok(EstimatorSetup {
-                estimators,
-                core: core.clone(),
-                readout_mode: ReadoutMode::Full,
-            })
-        };
-        match self {
-            Method::Bptt | Method::Rtrl => {
-                build_estimators(&self.configure(config), cell, params).map_err(|e| {
-                    XtaskError::Run {
-                        what: format!("building {}", self.label()),
-                        reason: e.to_string(),
-                    }
-                })
-            }
-            Method::Snap1 => snap(1),
-            Method::Snap2 => snap(2),
-            Method::LoraRtrl => {
-                // RTRL over the factors of a frozen base, rank-1 readout.
-                let lora_config = LoraConfig {
-                    rank_input: LORA_RANK_INPUT,
-                    rank_recurrent: LORA_RANK_RECURRENT,
-                    ..LoraConfig::default()
-                };
-                let lora =
-                    LoraLayout::new(cell.layout(), &lora_config).map_err(failed)?;
-                let mut estimators: Vec<Box<dyn Estimator<f32>>> = Vec::new();
-                for _ in 0..config.batch {
-                    let estimator =
-                        LoraRtrl::new(cell.clone(), core.clone(), lora_config)
-                            .map_err(failed)?;
-                    estimators.push(Box::new(estimator));
-                }
-                Ok(EstimatorSetup {
-                    estimators,
-                    core: init_factors(&lora, config.seed),
-                    readout_mode: ReadoutMode::LowRank { rank: 1, alpha: 1.0 },
-                })
-            }
-        }
+        })
     }
 }

@@ -38,6 +38,7 @@ use rtrl_core::{
     Sparsity, Trainer, TrainerConfig,
 };
 use rtrl_lora::{init_factors, LoraConfig, LoraLayout, LoraRtrl};
+use rtrl_snap::Snap;
 use rtrl_tasks::{CopyStream, CopyTask};
 use serde::Serialize;
 use thiserror::Error;
@@ -71,6 +72,10 @@ pub enum Algo {
     /// Exact, dense real-time recurrent learning; online updates after
     /// every step.
     Rtrl,
+    /// SnAp-n ([`RunConfig::level`]): RTRL with the influence kept on the
+    /// units reachable in `n − 1` recurrent edges; online updates after
+    /// every step.
+    Snap,
     /// RTRL over LoRA factors of a frozen base ([`RunConfig::lora`]);
     /// online updates after every step.
     #[value(name = "lora-rtrl", alias = "lora_rtrl")]
@@ -84,6 +89,7 @@ impl Algo {
             Algo::Bptt => "bptt",
             Algo::Tbptt => "tbptt",
             Algo::Rtrl => "rtrl",
+            Algo::Snap => "snap",
             Algo::LoraRtrl => "lora-rtrl",
         }
     }
@@ -194,6 +200,9 @@ pub struct RunConfig {
     /// Window of truncated BPTT in steps (≥ 1); required by
     /// [`Algo::Tbptt`] and refused by the other estimators.
     pub window: Option<usize>,
+    /// Level `n` of SnAp-n (≥ 1); `None` is SnAp-1. Taken by
+    /// [`Algo::Snap`] and refused by the other estimators.
+    pub level: Option<usize>,
     /// One bias vector per gate (the thesis has none).
     pub bias: bool,
     /// Evaluate the validation set every this many epochs (≥ 1).
@@ -235,6 +244,7 @@ impl Default for RunConfig {
             recurrent_density: 1.0,
             inout_density: 1.0,
             window: None,
+            level: None,
             bias: false,
             validation_every: 5,
             validation_samples: 64,
@@ -295,7 +305,18 @@ impl RunConfig {
             return Err(RunError::MergeWithoutLora { algo: self.algo });
         }
 
-        // The window belongs to truncated BPTT alone.
+        // The level belongs to SnAp alone, the window to truncated BPTT.
+        match (self.algo, self.level) {
+            (_, Some(0)) => {
+                return Err(RunError::InvalidSetting {
+                    setting: "level",
+                    value: "0".to_string(),
+                    requirement: "at least 1".to_string(),
+                })
+            }
+            (Algo::Snap, _) | (_, None) => {}
+            (algo, Some(_)) => return Err(RunError::LevelUnused { algo }),
+        }
         match (self.algo, self.window) {
             (_, Some(0)) => Err(RunError::InvalidSetting {
                 setting: "window",
@@ -433,6 +454,12 @@ pub enum RunError {
         /// The estimator asked for.
         algo: Algo,
     },
+    /// A SnAp level was given to an estimator other than SnAp.
+    #[error("a level applies to snap only, not to {algo}")]
+    LevelUnused {
+        /// The estimator asked for.
+        algo: Algo,
+    },
     /// The loss became NaN, infinite, or larger than [`DIVERGED_LOSS`].
     #[error(
         "training diverged: the loss became {value:.3e} at epoch {epoch}; \
@@ -504,18 +531,18 @@ pub fn build_estimators(
         Algo::LoraRtrl => Some(LoraLayout::new(cell.layout(), &config.lora)?),
         _ => None,
     };
-    let one = |_: usize| -> Box<dyn Estimator<f32>> {
-        match config.algo {
+    let one = |_: usize| -> Result<Box<dyn Estimator<f32>>, RunError> {
+        Ok(match config.algo {
             Algo::Bptt => Box::new(Bptt::new(cell.clone())),
             Algo::Tbptt => Box::new(Bptt::with_window(cell.clone(), config.window)),
             Algo::Rtrl => Box::new(Rtrl::new(cell.clone())),
-            Algo::LoraRtrl => Box::new(
-                LoraRtrl::new(cell.clone(), core.clone(), config.lora)
-                    .expect("base length and ranks checked above"),
-            ),
-        }
+            Algo::Snap => Box::new(Snap::new(cell.clone(), config.level.unwrap_or(1))?),
+            Algo::LoraRtrl => {
+                Box::new(LoraRtrl::new(cell.clone(), core.clone(), config.lora)?)
+            }
+        })
     };
-    let estimators = (0..config.batch).map(one).collect();
+    let estimators = (0..config.batch).map(one).collect::<Result<_, _>>()?;
     let (core, readout_mode) = match (&lora, config.lora_readout) {
         (None, _) => (core, ReadoutMode::Full),
         (Some(lora), LoraReadout::Full) => {
@@ -527,6 +554,40 @@ pub fn build_estimators(
         ),
     };
     Ok(EstimatorSetup { estimators, core, readout_mode })
+}
+
+/// The influence storage of one sequence's estimator under `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct JacobianSize {
+    /// `P`: the number of core parameters of the cell (kept entries).
+    pub core_params: usize,
+    /// Entries of `J^h` the estimator tracks (0 for BPTT).
+    pub entries: usize,
+    /// Bytes of influence storage in `f32` (`J^h`, and `J^c` for an LSTM).
+    pub bytes: usize,
+}
+
+/// Counts the influence storage `config` asks for without training: the
+/// cell, its masks (from the seed) and one estimator are built, nothing
+/// runs. `init_from` is not read: the counts depend on the shapes and
+/// masks alone.
+///
+/// # Errors
+/// As [`run`] before its first epoch: a setting out of range, or an
+/// estimator that cannot be built for the cell.
+pub fn jacobian_size(config: &RunConfig) -> Result<JacobianSize, RunError> {
+    let config = RunConfig { batch: 1, init_from: None, ..config.clone() };
+    config.validate()?;
+    let task = config.task()?;
+    let cell: Arc<dyn Cell<f32>> = rtrl_cells::build(&config.cell_config(&task))?;
+    let params = cell.layout().init::<f32>(config.seed);
+    let setup = build_estimators(&config, &cell, &params)?;
+    let estimator = &setup.estimators[0];
+    Ok(JacobianSize {
+        core_params: cell.layout().num_core_params(),
+        entries: estimator.jacobian_entries(),
+        bytes: estimator.jacobian_bytes(),
+    })
 }
 
 /// Trains one network as `config` says and reports every epoch to

@@ -7,7 +7,9 @@
 //! - [`experiment`]: [`RunConfig`] (every setting, with the thesis's
 //!   defaults), [`run`] (build the cell, the estimators, the readout, the
 //!   optimizer and the copy-task streams, then train epoch by epoch),
-//!   [`EpochRecord`] (one row of the loss curve) and [`RunSummary`].
+//!   [`EpochRecord`] (one row of the loss curve) and [`RunSummary`];
+//!   [`jacobian_size`] counts an estimator's influence storage without
+//!   training.
 //! - [`log`]: [`CsvLog`], a loss-curve CSV that appears at its path only
 //!   once the run has completed.
 //! - [`checkpoints`]: the weights a run starts from (`--init-from`) and
@@ -35,7 +37,8 @@ pub mod experiment;
 pub mod log;
 
 pub use experiment::{
-    build_estimators, run, Algo, EpochRecord, EstimatorSetup, LoraReadout, OptimizerKind,
-    RunConfig, RunError, RunSummary, DIVERGED_LOSS, TAIL_EPOCHS,
+    build_estimators, jacobian_size, run, Algo, EpochRecord, EstimatorSetup,
+    JacobianSize, LoraReadout, OptimizerKind, RunConfig, RunError, RunSummary,
+    DIVERGED_LOSS, TAIL_EPOCHS,
 };
 pub use log::CsvLog;

@@ -64,7 +64,7 @@ fn density_above_one() {
 #[test]
 fn unknown_algorithm() {
     fails_cleanly(&["--algo", "foo"], "invalid value 'foo' for '--algo");
-    fails_cleanly(&["--type", "foo"], "possible values: bptt, tbptt, rtrl");
+    fails_cleanly(&["--type", "foo"], "possible values: bptt, tbptt, rtrl, snap");
 }
 
 #[test]
@@ -88,6 +88,18 @@ fn zero_epochs() {
 #[test]
 fn zero_window() {
     fails_cleanly(&["--algo", "tbptt", "--window", "0"], "--window must be at least 1");
+}
+
+#[test]
+fn snap_levels() {
+    fails_cleanly(
+        &["--algo", "snap", "--level", "0"],
+        "--level must be at least 1, got 0",
+    );
+    fails_cleanly(
+        &["--algo", "rtrl", "--level", "2"],
+        "--level applies to --algo snap only, not to --algo rtrl",
+    );
 }
 
 #[test]
@@ -128,14 +140,14 @@ fn unknown_flag_and_missing_command() {
     assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
 }
 
-/// The CSV of a short run, with the timing column blanked.
-fn curve(algo: &str, threads: &str) -> (String, String) {
+/// The CSV of a short run, with the timing column blanked. `algo` is
+/// one or more words of the command line (`["snap", "--level", "2"]`).
+fn curve(algo: &[&str], threads: &str) -> (String, String) {
     let dir = scratch("good");
     let log = dir.join("curve.csv");
-    let args = [
-        "train",
-        "--algo",
-        algo,
+    let mut args = vec!["train", "--algo"];
+    args.extend_from_slice(algo);
+    args.extend_from_slice(&[
         "--hidden",
         "5",
         "--epochs",
@@ -147,7 +159,7 @@ fn curve(algo: &str, threads: &str) -> (String, String) {
         "--quiet",
         "--log",
         log.to_str().unwrap(),
-    ];
+    ]);
     let output = rtrl(&args, threads);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = fs::read_to_string(&log).unwrap();
@@ -168,7 +180,7 @@ fn curve(algo: &str, threads: &str) -> (String, String) {
 
 #[test]
 fn a_run_writes_its_curve_and_one_summary_line() {
-    let (csv, stdout) = curve("rtrl", "2");
+    let (csv, stdout) = curve(&["rtrl"], "2");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
@@ -188,7 +200,42 @@ fn a_run_writes_its_curve_and_one_summary_line() {
 
 #[test]
 fn the_csv_does_not_depend_on_the_thread_count() {
-    for algo in ["rtrl", "bptt"] {
-        assert_eq!(curve(algo, "1").0, curve(algo, "2").0, "{algo}");
+    for algo in [&["rtrl"][..], &["bptt"], &["snap", "--level", "2"], &["lora-rtrl"]] {
+        assert_eq!(curve(algo, "1").0, curve(algo, "2").0, "{algo:?}");
     }
+}
+
+#[test]
+fn snap_trains_at_any_level() {
+    for (level, name) in [("1", "gru snap-1: "), ("3", "gru snap-3: ")] {
+        let (csv, stdout) = curve(&["snap", "--level", level], "2");
+        assert_eq!(csv.lines().count(), 12);
+        assert!(stdout.starts_with(name), "{stdout}");
+    }
+}
+
+/// `rtrl count` prints the thesis's Jacobian sizes without training.
+#[test]
+fn count_prints_the_thesis_sizes() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--model", "lstm", "--algo", "rtrl"], "143360 entries of J^h"),
+        (&["--model", "gru", "--algo", "snap"], "3360 entries of J^h"),
+        (&["--model", "lstm", "--algo", "lora-rtrl"], "74496 entries of J^h"),
+        (&["--model", "gru", "--algo", "lora-rtrl"], "55872 entries of J^h"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["count"];
+        full.extend_from_slice(args);
+        let output = rtrl(&full, "1");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}");
+        assert_eq!(stdout.lines().count(), 1);
+        assert!(stdout.contains(expected), "{args:?}: {stdout}");
+    }
+    let output = rtrl(&["count", "--hidden", "0"], "1");
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "error: --hidden must be at least 1, got 0"
+    );
 }

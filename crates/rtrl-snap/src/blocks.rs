@@ -14,6 +14,7 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rtrl_core::kernel;
 use rtrl_core::{
     Cell, CellShape, GateJacobian, ParamLayout, Scalar, StateJacobian, StepCache, MASKED,
 };
@@ -21,7 +22,9 @@ use rtrl_core::{
 use crate::pattern::SnapPattern;
 
 /// Block products with at least this many multiply-adds go through
-/// `faer`; smaller ones through the plain loops of [`propagate_small`].
+/// the workspace's product kernel (`rtrl_core::kernel`, the one dense
+/// RTRL uses); smaller ones through the plain loops of
+/// [`propagate_small`].
 const FAER_MIN_WORK: usize = 256;
 
 /// Where the block of one target unit lives, and what it covers.
@@ -85,6 +88,9 @@ pub(crate) struct Blocks<T> {
     sources: Vec<T>,
     /// Gradient of one block's columns.
     acc: Vec<T>,
+    /// LSTM: the diagonal factors of one block's rows, `∂h'/∂c` for its
+    /// `h` rows, then `∂c'/∂c` for its `c` rows.
+    diag_scale: Vec<T>,
 }
 
 impl<T: Scalar> Blocks<T> {
@@ -192,15 +198,25 @@ impl<T: Scalar> Blocks<T> {
             d_sub: vec![T::zero(); max_d_sub],
             sources: vec![T::zero(); max_cols],
             acc: vec![T::zero(); max_cols],
+            diag_scale: vec![T::zero(); k * n],
         };
 
-        // Let faer set up its packing buffer on this thread now.
+        // Let faer set up its packing buffer on this thread now: the cells'
+        // `D_t` products (GRU) and the block products outside the `f32`
+        // kernel use it.
         if let Some(block) = this.blocks.iter().max_by_key(|b| b.units * b.units * b.cols)
         {
             let (units, rows, cols) = (block.units, k * block.units, block.cols);
             let new = &mut this.j_next[block.offset..block.offset + rows * cols];
             let old = &this.j[block.offset..block.offset + units * cols];
-            propagate(new, old, &this.d_sub[..units * rows], cols, units, rows);
+            matmul(
+                MatMut::from_column_major_slice_mut(new, cols, rows),
+                Accum::Replace,
+                MatRef::from_column_major_slice(old, cols, units),
+                MatRef::from_column_major_slice(&this.d_sub[..units * rows], units, rows),
+                T::one(),
+                Par::Seq,
+            );
         }
         this
     }
@@ -239,9 +255,21 @@ impl<T: Scalar> Blocks<T> {
                 let d_sub = &mut self.d_sub[..units * nrows];
                 gather(d_sub, &self.d.dh, rows, units);
 
-                // J_next[P_c] = D_t[P_c, U_c] · J[h rows of U_c]; the LSTM's
-                // diagonal c columns follow with the gradient below.
-                propagate(new, &old[..units * q], d_sub, q, units, nrows);
+                // J_next[P_c] = D_t[P_c, U_c] · J[h rows of U_c], plus for an
+                // LSTM the diagonal c columns of D_t in the same pass:
+                // J_next[h_u] += ∂h'_u/∂c_u · J[c_u], J_next[c_u] +=
+                // ∂c'_u/∂c_u · J[c_u].
+                let diagonal = if k == 2 {
+                    let scale = &mut self.diag_scale[..nrows];
+                    for (i, &u) in rows[..units].iter().enumerate() {
+                        scale[i] = self.d.diag[u as usize];
+                        scale[units + i] = self.d.diag[n + u as usize];
+                    }
+                    Some((&old[units * q..nrows * q], &*scale))
+                } else {
+                    None
+                };
+                propagate(new, &old[..units * q], d_sub, diagonal, q, units, nrows);
             }
 
             // The block's source values u[k] of its parameters M[k, c].
@@ -272,22 +300,14 @@ impl<T: Scalar> Blocks<T> {
                 }
             }
 
-            // LSTM: J_next[h_u] += ∂h'_u/∂c_u · J[c_u] and J_next[c_u] +=
-            // ∂c'_u/∂c_u · J[c_u] (D_t's c columns are diagonal); in the same
-            // pass ∇θ_c L_t = Σ_{u ∈ U_c} (∂L/∂h_u) · J_next[h_u, θ_c].
+            // ∇θ_c L_t = Σ_{u ∈ U_c} (∂L/∂h_u) · J_next[h_u, θ_c], while the
+            // block is in cache.
             let acc = &mut self.acc[..q];
             acc.fill(T::zero());
-            let (new_h, new_c) = new.split_at_mut(units * q);
             for (i, &u) in rows[..units].iter().enumerate() {
-                let u = u as usize;
-                let h_row = &mut new_h[i * q..(i + 1) * q];
-                if k == 2 && !fresh {
-                    let (to_h, to_c) = (self.d.diag[u], self.d.diag[n + u]);
-                    let from = &old[(units + i) * q..(units + i + 1) * q];
-                    let c_row = &mut new_c[i * q..(i + 1) * q];
-                    diagonal_and_gradient(h_row, c_row, from, to_h, to_c, acc, dl_dh[u]);
-                } else if dl_dh[u] != T::zero() {
-                    axpy(acc, dl_dh[u], h_row);
+                let dl = dl_dh[u as usize];
+                if dl != T::zero() {
+                    axpy(acc, dl, &new[i * q..(i + 1) * q]);
                 }
             }
             let flats = &self.column_flat[block.cols_start..][..q];
@@ -333,27 +353,6 @@ fn gather<T: Scalar>(d_sub: &mut [T], dh: &Mat<T>, rows: &[u32], units: usize) {
     }
 }
 
-/// `h += to_h · from`, `c += to_c · from`, then `acc += dl · h`.
-#[inline]
-fn diagonal_and_gradient<T: Scalar>(
-    h: &mut [T],
-    c: &mut [T],
-    from: &[T],
-    to_h: T,
-    to_c: T,
-    acc: &mut [T],
-    dl: T,
-) {
-    let q = h.len();
-    let (c, from, acc) = (&mut c[..q], &from[..q], &mut acc[..q]);
-    for p in 0..q {
-        let v = from[p];
-        h[p] += to_h * v;
-        c[p] += to_c * v;
-        acc[p] += dl * h[p];
-    }
-}
-
 /// `y += a · x`.
 #[inline]
 fn axpy<T: Scalar>(y: &mut [T], a: T, x: &[T]) {
@@ -364,22 +363,38 @@ fn axpy<T: Scalar>(y: &mut [T], a: T, x: &[T]) {
 
 /// `new = old · d_sub` for column-major `new` (`q × rows`), `old`
 /// (`q × units`) and `d_sub` (`units × rows`): with the blocks stored
-/// row by row, this is `J_next[P_c] = D[P_c, U_c] · J[U_c]`.
+/// row by row, this is `J_next[P_c] = D[P_c, U_c] · J[U_c]`. With a
+/// diagonal `(from, scale)` (`from` column-major `q × e`), column `i` of
+/// `new` also gains `scale[i] · from[:, i mod e]`.
 fn propagate<T: Scalar>(
     new: &mut [T],
     old: &[T],
     d_sub: &[T],
+    diagonal: Option<(&[T], &[T])>,
     q: usize,
     units: usize,
     rows: usize,
 ) {
+    if q == 0 {
+        return;
+    }
     if q * units * rows >= FAER_MIN_WORK {
         let new = MatMut::from_column_major_slice_mut(new, q, rows);
         let old = MatRef::from_column_major_slice(old, q, units);
         let d_sub = MatRef::from_column_major_slice(d_sub, units, rows);
-        matmul(new, Accum::Replace, old, d_sub, T::one(), Par::Seq);
+        let diagonal = diagonal.map(|(from, scale)| kernel::Diagonal {
+            source: MatRef::from_column_major_slice(from, q, from.len() / q),
+            scale,
+        });
+        kernel::propagate_with(new, old, d_sub, diagonal);
     } else {
         propagate_small(new, old, d_sub, q, units);
+        if let Some((from, scale)) = diagonal {
+            let e = from.len() / q;
+            for (i, (row, &a)) in new.chunks_exact_mut(q).zip(scale).enumerate() {
+                axpy(row, a, &from[(i % e) * q..(i % e + 1) * q]);
+            }
+        }
     }
 }
 

@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rtrl_bench::{
-    run, Algo, CsvLog, LoraReadout, OptimizerKind, RunConfig, RunError, RunSummary,
+    jacobian_size, run, Algo, CsvLog, LoraReadout, OptimizerKind, RunConfig, RunError,
+    RunSummary,
 };
 use rtrl_cells::CellKind;
 use rtrl_core::checkpoint::CheckpointError;
@@ -38,6 +39,11 @@ enum Command {
     /// Train one network on the copy task; print a summary line and
     /// optionally write the loss curve as CSV.
     Train(TrainArgs),
+    /// Print the Jacobian size a training run would have (entries of J^h
+    /// and bytes stored per sequence) without training. Takes the flags of
+    /// `train`; those that only steer training (--epochs, --log, …) are
+    /// ignored.
+    Count(TrainArgs),
 }
 
 /// The cells, as named on the command line.
@@ -128,6 +134,10 @@ struct TrainArgs {
     #[arg(long)]
     window: Option<usize>,
 
+    /// Level n of SnAp-n (with --algo snap only) [default: 1].
+    #[arg(long)]
+    level: Option<usize>,
+
     /// Add one bias vector per gate.
     #[arg(long)]
     bias: bool,
@@ -197,6 +207,7 @@ impl TrainArgs {
             recurrent_density: self.recurrent_density,
             inout_density: self.inout_density,
             window: self.window,
+            level: self.level,
             bias: self.bias,
             lora: LoraConfig {
                 rank_input: self.rank_input,
@@ -231,14 +242,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
-    match cli.command {
-        Command::Train(args) => match train(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("error: {message}");
-                ExitCode::FAILURE
-            }
-        },
+    let outcome = match cli.command {
+        Command::Train(args) => train(&args),
+        Command::Count(args) => count(&args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -252,7 +265,8 @@ fn usage_error(error: clap::Error) -> ExitCode {
     }
     if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         eprintln!(
-            "error: no command given; run 'rtrl train [OPTIONS]', see 'rtrl --help'"
+            "error: no command given; run 'rtrl train [OPTIONS]' or 'rtrl count \
+             [OPTIONS]', see 'rtrl --help'"
         );
         return ExitCode::from(USAGE_ERROR);
     }
@@ -338,6 +352,22 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `rtrl count`: the influence storage of one sequence's estimator.
+fn count(args: &TrainArgs) -> Result<(), String> {
+    let config = args.config();
+    let size = jacobian_size(&config).map_err(|e| sentence(&e))?;
+    println!(
+        "{model} {algo}: {p} core parameters, {entries} entries of J^h, {bytes} bytes of \
+         influence per sequence (f32)",
+        model = config.model,
+        algo = algo_label(&config),
+        p = size.core_params,
+        entries = size.entries,
+        bytes = size.bytes,
+    );
+    Ok(())
+}
+
 /// A library error as one sentence, naming the flag at fault.
 fn sentence(error: &RunError) -> String {
     match error {
@@ -350,6 +380,9 @@ fn sentence(error: &RunError) -> String {
         RunError::WindowUnused { algo } => format!(
             "--window applies to --algo tbptt only, not to --algo {algo}; drop it"
         ),
+        RunError::LevelUnused { algo } => {
+            format!("--level applies to --algo snap only, not to --algo {algo}; drop it")
+        }
         RunError::CheckpointMismatch { path, source } => mismatch_sentence(path, source),
         RunError::MergeWithoutLora { algo } => format!(
             "--save-merged applies to --algo lora-rtrl only, not to --algo {algo}; use \
@@ -391,6 +424,15 @@ fn mismatch_sentence(path: &str, error: &CheckpointError) -> String {
     }
 }
 
+/// The estimator as the summary names it: the `--algo` value, with the
+/// level for SnAp (`snap-2`).
+fn algo_label(config: &RunConfig) -> String {
+    match config.algo {
+        Algo::Snap => format!("snap-{}", config.level.unwrap_or(1)),
+        algo => algo.to_string(),
+    }
+}
+
 /// The summary printed at the end of a run.
 fn summary_line(config: &RunConfig, summary: &RunSummary) -> String {
     format!(
@@ -398,7 +440,7 @@ fn summary_line(config: &RunConfig, summary: &RunSummary) -> String {
          mean val loss over the last {tail} epochs {mean:.4}, wall time {wall:.1} s, \
          {per_epoch:.4} s/epoch, Jacobian entries {entries} ({bytes} bytes)",
         model = config.model,
-        algo = config.algo,
+        algo = algo_label(config),
         train = summary.final_train_loss,
         val = summary.final_val_loss,
         tail = rtrl_bench::experiment::TAIL_EPOCHS.min(summary.epochs),
