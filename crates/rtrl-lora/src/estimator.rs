@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use faer::Mat;
-use rtrl_core::kernel::propagate;
+use rtrl_core::kernel::{propagate_with, Diagonal};
 use rtrl_core::{
     Cell, CellShape, Error, Estimator, GateJacobian, Result, Scalar, StateJacobian,
     StepCache,
@@ -35,16 +35,16 @@ use crate::layout::{merge, LoraBlock, LoraConfig, LoraLayout};
 ///
 /// # Cost
 ///
-/// Per step, `2 n |s| P_lora` flops for the propagation (a single `faer`
-/// product `Jᵀ_{t−1}[:, h] · (∂s'/∂h)`), then one pass over the columns
-/// of `Jᵀ_t` that adds the LSTM's diagonal `c` terms, the immediate
-/// Jacobian (`O(|s| · Σ r (rows + cols))` for unit-wise gates) and the
-/// gradient, each column visited once while it is in cache.
-///
-/// `J` is stored transposed (`P_lora × |s|`) like [`rtrl_core::Rtrl`], its
-/// rows in an internal order that makes the immediate Jacobian's writes
-/// contiguous (`B` transposed, then `A` transposed, block by block); the
-/// gradient is scattered back to the factor order once per step.
+/// Per step, `2 n |s| P_lora` flops for the propagation and
+/// `O(|s| · Σ r (rows + cols))` for the immediate Jacobian of unit-wise
+/// gates. `J` is stored transposed (`P_lora × |s|`) like
+/// [`rtrl_core::Rtrl`], cut into one contiguous column-major matrix per
+/// LoRA block (its rows `Bᵀ`, then `Aᵀ`, an order that makes the immediate
+/// Jacobian's writes contiguous). Block by block, while its rows are in
+/// cache, a step computes `Jᵀ_{t−1}[:, h] · (∂s'/∂h)` with the LSTM's
+/// diagonal `c` terms fused into the product (`rtrl_core::kernel`), adds
+/// the immediate Jacobian and takes the gradient entries; the gradient is
+/// scattered back to the factor order once per step.
 ///
 /// A sparse base keeps its mask: the update only touches kept entries, so
 /// `u·B` and `w_j` sum over kept entries only (`O(rows · cols · r)` per
@@ -64,8 +64,10 @@ pub struct LoraRtrl<T: Scalar> {
     cache: StepCache<T>,
     d: StateJacobian<T>,
     gates: GateJacobian<T>,
-    j: Mat<T>,
-    j_next: Mat<T>,
+    /// Per LoRA block, its rows of `Jᵀ` (`Bᵀ` then `Aᵀ`, column-major).
+    j: Vec<Mat<T>>,
+    /// The successor of `j`.
+    j_next: Vec<Mat<T>>,
     fresh: bool,
     external: Vec<usize>,
     ub: Vec<T>,
@@ -143,8 +145,16 @@ impl<T: Scalar> LoraRtrl<T> {
             cache: cell.new_cache(),
             d: StateJacobian::new(shape),
             gates: GateJacobian::new(shape, cell.dense_gates()),
-            j: Mat::zeros(p, shape.state),
-            j_next: Mat::zeros(p, shape.state),
+            j: lora
+                .blocks()
+                .iter()
+                .map(|b| Mat::zeros(block_len(b), shape.state))
+                .collect(),
+            j_next: lora
+                .blocks()
+                .iter()
+                .map(|b| Mat::zeros(block_len(b), shape.state))
+                .collect(),
             fresh: true,
             external,
             ub: vec![T::zero(); ub_len],
@@ -181,13 +191,22 @@ impl<T: Scalar> LoraRtrl<T> {
     /// order), copied out for inspection.
     pub fn influence(&self) -> Mat<T> {
         let mut out = Mat::zeros(self.shape.state, self.lora.len());
-        for (p, &factor) in self.external.iter().enumerate() {
-            for r in 0..self.shape.state {
-                out[(r, factor)] = self.j[(p, r)];
+        for (block, j) in self.lora.blocks().iter().zip(&self.j) {
+            for i in 0..j.nrows() {
+                let factor = self.external[block.b_offset + i];
+                for r in 0..self.shape.state {
+                    out[(r, factor)] = j[(i, r)];
+                }
             }
         }
         out
     }
+}
+
+/// Rows of one LoRA block in `Jᵀ`: `Bᵀ` (`r · rows`), then `Aᵀ`
+/// (`r · cols`).
+fn block_len(block: &LoraBlock) -> usize {
+    block.rank * (block.rows + block.cols)
 }
 
 /// `(α/r)·(u·B)` of one block into `ub`: one `r`-vector for a dense
@@ -235,9 +254,9 @@ fn dot<T: Scalar>(x: &[T], y: &[T]) -> T {
     partial.iter().copied().sum::<T>() + tail
 }
 
-/// Adds one block's immediate Jacobian to column `r` of `Jᵀ` (`col`, in
-/// the internal order: `Bᵀ[j, k]` at `b_offset + j·rows + k`, `Aᵀ[c, j]`
-/// at `a_offset + c·r + j`).
+/// Adds one block's immediate Jacobian to column `r` of its rows of `Jᵀ`
+/// (`col`, in the internal order: `Bᵀ[j, k]` at `j·rows + k`, then
+/// `Aᵀ[c, j]` at `rows·r + c·r + j`).
 ///
 /// `u` is the block's source vector, `a` its `A` (factor order), `ub`
 /// its `(α/r)·(u·B)` from [`source_times_b`].
@@ -252,8 +271,7 @@ fn add_immediate_column<T: Scalar>(
 ) {
     let (rows, cols, rank) = (block.rows, block.cols, block.rank);
     let scale = T::from_f64(block.scale);
-    let (bt, at) =
-        col[block.b_offset..block.a_offset + rank * cols].split_at_mut(rows * rank);
+    let (bt, at) = col.split_at_mut(rows * rank);
     let ub_at = |c: usize| match block.mask {
         None => &ub[..rank],
         Some(_) => &ub[c * rank..(c + 1) * rank],
@@ -386,49 +404,50 @@ impl<T: Scalar> Estimator<T> for LoraRtrl<T> {
             source_times_b(block, u, b, ub);
         }
 
-        // Propagate the h columns in one product:
-        // Jᵀ_t = Jᵀ_{t−1}[:, h] · (∂s'/∂h) (skipped while J_{t−1} = 0).
+        // Block by block, while the block's rows of J are in cache:
+        // propagate them, add the block's immediate Jacobian, take their
+        // gradient entries.
         let carried = !self.fresh;
         if carried {
             self.cell.state_jacobian(&self.effective, &self.cache, &mut self.d);
-            propagate(
-                self.j_next.as_mut(),
-                self.j.as_ref().subcols(0, n),
-                self.d.dh.as_ref(),
-            );
         }
-
-        // One pass over the columns r of Jᵀ_t, each visited once.
         self.acc.fill(T::zero());
-        for r in 0..s {
-            let col = self.j_next.col_as_slice_mut(r);
+        for (index, block) in self.lora.blocks().iter().enumerate() {
+            // The block's rows of Jᵀ: Bᵀ, then Aᵀ.
+            let (old, next) = (&self.j[index], &mut self.j_next[index]);
 
-            // The LSTM's c columns act unit-wise:
+            // Jᵀ_t = Jᵀ_{t−1}[:, h] · (∂s'/∂h), and for an LSTM the unit-wise
+            // c columns in the same pass:
             // Jᵀ_t[:, r] += D[r, n + r mod n] · Jᵀ_{t−1}[:, n + r mod n].
-            if !carried {
-                col.fill(T::zero());
-            } else if let Some(&scale) = self.d.diag.get(r) {
-                if scale != T::zero() {
-                    let src = self.j.col_as_slice(n + r % n);
-                    for (d, &v) in col.iter_mut().zip(src) {
-                        *d += scale * v;
-                    }
-                }
+            if carried {
+                let diagonal = (s > n).then(|| Diagonal {
+                    source: old.as_ref().subcols(n, s - n),
+                    scale: &self.d.diag,
+                });
+                propagate_with(
+                    next.as_mut(),
+                    old.as_ref().subcols(0, n),
+                    self.d.dh.as_ref(),
+                    diagonal,
+                );
+            } else {
+                next.fill(T::zero());
             }
 
-            // The immediate Jacobian of every block.
-            for (index, block) in self.lora.blocks().iter().enumerate() {
-                let u = &self.cache.sources[offsets[block.source]..][..block.rows];
-                let a = &self.factors[block.a_offset..][..block.rank * block.cols];
-                let ub = &self.ub[self.ub_offsets[index]..self.ub_offsets[index + 1]];
+            // The block's immediate Jacobian and ∇ L_t = (∂L_t/∂h_t) · J^h_t,
+            // one column r of Jᵀ_t at a time.
+            let u = &self.cache.sources[offsets[block.source]..][..block.rows];
+            let a = &self.factors[block.a_offset..][..block.rank * block.cols];
+            let ub = &self.ub[self.ub_offsets[index]..self.ub_offsets[index + 1]];
+            let acc = &mut self.acc[block.b_offset..][..block_len(block)];
+            for r in 0..s {
+                let col = next.col_as_slice_mut(r);
                 add_immediate_column(block, r, u, a, ub, &self.gates, col);
-            }
-
-            // ∇ L_t = (∂L_t/∂h_t) · J^h_t, one axpy per hidden row.
-            if r < n && dl_dh[r] != T::zero() {
-                let dl = dl_dh[r];
-                for (g, &v) in self.acc.iter_mut().zip(col.iter()) {
-                    *g += dl * v;
+                if r < n && dl_dh[r] != T::zero() {
+                    let dl = dl_dh[r];
+                    for (g, &v) in acc.iter_mut().zip(col.iter()) {
+                        *g += dl * v;
+                    }
                 }
             }
         }
