@@ -17,6 +17,9 @@ use rtrl_tasks::CopyStream;
 use crate::methods::Method;
 use crate::XtaskError;
 
+/// The least total time [`Harness::median_epoch`] times, in seconds.
+pub const MIN_TIMED_SECONDS: f64 = 0.5;
+
 /// A ready-to-train network, its batch buffer and its training stream.
 pub struct Harness {
     /// The trainer (one estimator per sequence of the batch).
@@ -134,7 +137,11 @@ impl Harness {
         }
     }
 
-    /// Median seconds of `repeats` epochs after `warmup` untimed ones.
+    /// Median seconds of `repeats` epochs after `warmup` untimed ones;
+    /// epochs of a millisecond or so are timed on until
+    /// [`MIN_TIMED_SECONDS`] have passed (at most `50 · repeats` of them),
+    /// so that the median of a cheap estimator is not one of a handful of
+    /// scheduler-sized samples.
     pub fn median_epoch(
         &mut self,
         warmup: usize,
@@ -143,9 +150,15 @@ impl Harness {
         for _ in 0..warmup {
             self.epoch()?;
         }
+        let repeats = repeats.max(1);
         let mut times = Vec::with_capacity(repeats);
-        for _ in 0..repeats.max(1) {
-            times.push(self.epoch()?);
+        let mut total = 0.0;
+        while times.len() < repeats
+            || (total < MIN_TIMED_SECONDS && times.len() < 50 * repeats)
+        {
+            let t = self.epoch()?;
+            total += t;
+            times.push(t);
         }
         Ok(median(&mut times))
     }

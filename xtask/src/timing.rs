@@ -202,7 +202,7 @@ pub fn markdown(
 ) -> String {
     let mut out = format!(
         "{}\n\nSeconds per epoch (16 sequences × 22 steps, hidden 32, online Adam): median \
-         of {} epochs after {} warm-up epochs. \"bare products\" is the time of the \
+         of at least {} epochs, and of at least {} s of them, after {} warm-up epochs. \"bare products\" is the time of the \
          `(P × n)·(n × |s|)` products dense RTRL needs in one epoch (16 × 22 of them, \
          `f32`, `Par::Seq`, one sequence per rayon task), measured in the same run: \
          the distance of RTRL to that bound is the cost of everything else. \
@@ -212,6 +212,7 @@ pub fn markdown(
          the thesis's own JAX code on a 2-core CPU (SPEC section 8).\n\n",
         machine.line(),
         settings.repeats,
+        crate::harness::MIN_TIMED_SECONDS,
         settings.warmup
     );
     let header = [
