@@ -339,6 +339,10 @@ impl<T: Scalar> Blocks<T> {
 fn gather<T: Scalar>(d_sub: &mut [T], dh: &Mat<T>, rows: &[u32], units: usize) {
     let n = dh.nrows();
     let whole = units == n;
+    // Every index is a unit, below n (checked once, so that the loop below
+    // compiles to vector gathers).
+    let units_of = &rows[..units];
+    assert!(units_of.iter().all(|&u| (u as usize) < n));
     for (out, &row) in d_sub.chunks_exact_mut(units).zip(rows) {
         let col = dh.col(row as usize).try_as_col_major().expect("contiguous column");
         let col = col.as_slice();
@@ -346,8 +350,9 @@ fn gather<T: Scalar>(d_sub: &mut [T], dh: &Mat<T>, rows: &[u32], units: usize) {
             // U_c is every unit: the column as it is.
             out.copy_from_slice(col);
         } else {
-            for (o, &u) in out.iter_mut().zip(&rows[..units]) {
-                *o = col[u as usize];
+            for (o, &u) in out.iter_mut().zip(units_of) {
+                // SAFETY: u < n = col.len(), asserted above.
+                *o = unsafe { *col.get_unchecked(u as usize) };
             }
         }
     }
