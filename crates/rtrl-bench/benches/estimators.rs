@@ -1,7 +1,8 @@
-//! Criterion benches: one group per estimator, each timing one sequence
-//! through one estimator (`sequence`: reset, 22 × forward + backward,
-//! flush) and one epoch of the trainer (`epoch`: a batch of 16 sequences
-//! of 22 steps, online Adam), for GRU and LSTM at hidden 32 and 128.
+//! Criterion benches: one group per estimator, each timing one training
+//! step of one estimator (`step`: forward and backward), one sequence
+//! (`sequence`: reset, 22 × forward + backward, flush) and one epoch of
+//! the trainer (`epoch`: a batch of 16 sequences of 22 steps, online
+//! Adam), for GRU and LSTM at hidden 32 and 128.
 //!
 //! ```text
 //! cargo bench -p rtrl-bench --bench estimators -- rtrl/epoch/gru-32
@@ -17,70 +18,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use rtrl_bench::{build_estimators, Algo, EstimatorSetup, RunConfig};
+use rtrl_bench::{build_estimators, Algo, RunConfig};
 use rtrl_cells::CellKind;
 use rtrl_core::rng::Stream;
-use rtrl_core::{
-    Adam, Batch, Cell, Estimator, Readout, ReadoutMode, Trainer, TrainerConfig,
-};
-use rtrl_lora::{init_factors, LoraConfig, LoraLayout, LoraRtrl};
-use rtrl_snap::Snap;
+use rtrl_core::{Adam, Batch, Cell, Readout, Trainer, TrainerConfig};
 use rtrl_tasks::CopyStream;
 
-/// Builds one run's estimators, core vector and readout mode.
-type Build = fn(&RunConfig, &Arc<dyn Cell<f32>>, &[f32]) -> EstimatorSetup;
+/// Settings that select an estimator.
+type Select = fn(RunConfig) -> RunConfig;
 
-/// The estimators: group name, recurrent density and builder.
-const ESTIMATORS: [(&str, f64, Build); 5] = [
-    ("bptt", 1.0, |c, cell, p| {
-        let config = RunConfig { algo: Algo::Bptt, ..c.clone() };
-        build_estimators(&config, cell, p).expect("BPTT")
+/// The estimators: group name and the settings that select it (on top
+/// of the shape's), built by `rtrl_bench::build_estimators` as the
+/// `rtrl` command line builds them.
+const ESTIMATORS: [(&str, Select); 5] = [
+    ("bptt", |c| RunConfig { algo: Algo::Bptt, ..c }),
+    ("rtrl", |c| RunConfig { algo: Algo::Rtrl, ..c }),
+    ("snap-1", |c| RunConfig { algo: Algo::Snap, level: Some(1), ..c }),
+    ("snap-2", |c| RunConfig {
+        algo: Algo::Snap,
+        level: Some(2),
+        recurrent_density: 0.6,
+        ..c
     }),
-    ("rtrl", 1.0, |c, cell, p| {
-        let config = RunConfig { algo: Algo::Rtrl, ..c.clone() };
-        build_estimators(&config, cell, p).expect("RTRL")
-    }),
-    ("snap-1", 1.0, |c, cell, p| snap(c, cell, p, 1)),
-    ("snap-2", 0.6, |c, cell, p| snap(c, cell, p, 2)),
-    ("lora-rtrl", 1.0, lora),
+    // Ranks 2 (W) and 8 (R), rank-1 readout: the defaults.
+    ("lora-rtrl", |c| RunConfig { algo: Algo::LoraRtrl, ..c }),
 ];
-
-/// SnAp-`level` for every sequence of the batch.
-fn snap(
-    config: &RunConfig,
-    cell: &Arc<dyn Cell<f32>>,
-    params: &[f32],
-    level: usize,
-) -> EstimatorSetup {
-    EstimatorSetup {
-        estimators: (0..config.batch)
-            .map(|_| {
-                Box::new(Snap::new(cell.clone(), level).expect("SnAp"))
-                    as Box<dyn Estimator<f32>>
-            })
-            .collect(),
-        core: params[..cell.layout().core_len()].to_vec(),
-        readout_mode: ReadoutMode::Full,
-    }
-}
-
-/// LoRA-RTRL (ranks 2 and 8) around the initial weights, rank-1 readout.
-fn lora(config: &RunConfig, cell: &Arc<dyn Cell<f32>>, params: &[f32]) -> EstimatorSetup {
-    let lora_config = LoraConfig::default();
-    let layout = LoraLayout::new(cell.layout(), &lora_config).expect("LoRA layout");
-    let base = params[..cell.layout().core_len()].to_vec();
-    EstimatorSetup {
-        estimators: (0..config.batch)
-            .map(|_| {
-                let estimator =
-                    LoraRtrl::new(cell.clone(), base.clone(), lora_config).expect("LoRA");
-                Box::new(estimator) as Box<dyn Estimator<f32>>
-            })
-            .collect(),
-        core: init_factors(&layout, config.seed),
-        readout_mode: ReadoutMode::LowRank { rank: 1, alpha: 1.0 },
-    }
-}
 
 /// Cells and hidden sizes.
 const SHAPES: [(CellKind, usize); 4] = [
@@ -107,9 +69,9 @@ fn network(config: &RunConfig) -> (Arc<dyn Cell<f32>>, Vec<f32>, Batch<f32>) {
 }
 
 /// A trainer built as `rtrl_bench::run` builds it.
-fn trainer(config: &RunConfig, build: Build) -> (Trainer<f32>, Batch<f32>) {
+fn trainer(config: &RunConfig) -> (Trainer<f32>, Batch<f32>) {
     let (cell, params, batch) = network(config);
-    let setup = build(config, &cell, &params);
+    let setup = build_estimators(config, &cell, &params).expect("estimators");
     let block = cell.layout().readout().expect("a readout").clone();
     let base = params[block.offset..block.offset + block.len()].to_vec();
     let readout = Readout::new(
@@ -134,20 +96,21 @@ fn trainer(config: &RunConfig, build: Build) -> (Trainer<f32>, Batch<f32>) {
 }
 
 fn estimators(c: &mut Criterion) {
-    for (group_name, density, build) in ESTIMATORS {
+    for (group_name, select) in ESTIMATORS {
         let mut group = c.benchmark_group(group_name);
         group.sample_size(10).warm_up_time(Duration::from_millis(500));
         for (cell, hidden) in SHAPES {
             let id = format!("{}-{hidden}", cell.name());
-            let config = RunConfig {
+            let config = select(RunConfig {
                 model: cell,
                 hidden,
                 batch: 16,
-                recurrent_density: density,
                 ..RunConfig::default()
-            };
+            });
 
-            // One sequence through one estimator.
+            // One estimator on one sequence: a whole sequence, and one
+            // training step (forward and backward) within sequences that
+            // restart every 22 steps.
             let sequence = RunConfig { batch: 1, ..config.clone() };
             let (cell_arc, params, batch) = network(&sequence);
             let mut setup =
@@ -167,12 +130,25 @@ fn estimators(c: &mut Criterion) {
                     black_box(&grad);
                 })
             });
+            let mut t = 0;
+            group.bench_function(BenchmarkId::new("step", &id), |b| {
+                b.iter(|| {
+                    if t == 0 {
+                        estimator.flush(&theta, &mut grad);
+                        estimator.reset();
+                    }
+                    estimator.forward(&theta, batch.input(0, t));
+                    estimator.backward(&theta, &dl_dh, &mut grad);
+                    t = (t + 1) % batch.steps;
+                    black_box(&grad);
+                })
+            });
 
             // One epoch of the trainer.
             if epoch_skipped(group_name, cell, hidden) {
                 continue;
             }
-            let (mut trainer, batch) = trainer(&config, build);
+            let (mut trainer, batch) = trainer(&config);
             group.bench_function(BenchmarkId::new("epoch", &id), |b| {
                 b.iter(|| black_box(trainer.train_batch(&batch).expect("finite loss")))
             });
