@@ -840,6 +840,14 @@ mod tests {
                 RunConfig { window: Some(4), ..RunConfig::default() },
                 "a window applies to truncated BPTT only, not to rtrl",
             ),
+            (
+                RunConfig { algo: Algo::Snap, level: Some(0), ..RunConfig::default() },
+                "level must be at least 1, got 0",
+            ),
+            (
+                RunConfig { level: Some(2), ..RunConfig::default() },
+                "a level applies to snap only, not to rtrl",
+            ),
         ];
         for (config, message) in cases {
             assert_eq!(config.validate().unwrap_err().to_string(), message);
@@ -848,7 +856,7 @@ mod tests {
 
     #[test]
     fn algo_names_round_trip() {
-        for algo in [Algo::Bptt, Algo::Tbptt, Algo::Rtrl] {
+        for &algo in <Algo as clap::ValueEnum>::value_variants() {
             assert_eq!(algo.name().parse::<Algo>().unwrap(), algo);
         }
         assert!("foo".parse::<Algo>().is_err());
