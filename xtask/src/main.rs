@@ -66,6 +66,9 @@ pub enum XtaskError {
     /// The workspace does not build this estimator or feature yet.
     #[error("{0} is not available in this build of the workspace")]
     Unavailable(String),
+    /// A command-line value out of range.
+    #[error("{0}")]
+    Setting(String),
     /// `check-results` found a missing or malformed output.
     #[error("check failed: {0}")]
     Check(String),
@@ -84,7 +87,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Jacobian sizes of SPEC section 5 (jacobian.md, jacobian.csv).
+    /// Jacobian sizes of the thesis network (jacobian.md, jacobian.csv).
     Table {
         /// Output folder.
         #[arg(long, default_value_os_t = results_dir(false))]
@@ -172,8 +175,11 @@ fn results_dir(quick: bool) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match execute(cli.command) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    match check_command(&cli.command).and_then(|()| execute(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -182,12 +188,107 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a clap error as one line (help as clap prints it) and returns
+/// the usage status.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let line = match error.kind() {
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "no command given; run 'cargo xtask reproduce' or see 'cargo xtask --help'"
+                .to_string()
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let parts: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .filter(|line| {
+                    !line.is_empty()
+                        && !line.starts_with("Usage:")
+                        && !line.starts_with("For more information")
+                })
+                .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+                .collect();
+            format!("{}; see 'cargo xtask --help'", parts.join(" "))
+        }
+    };
+    eprintln!("error: {line}");
+    ExitCode::from(2)
+}
+
+/// Checks the command's values before anything runs: counts of at least
+/// one, a finite positive budget, and an output folder that is not a file.
+fn check_command(command: &Command) -> Result<(), XtaskError> {
+    let at_least_one = |flag: &str, value: usize| {
+        if value >= 1 {
+            Ok(())
+        } else {
+            Err(XtaskError::Setting(format!("{flag} must be at least 1, got {value}")))
+        }
+    };
+    let out = match command {
+        Command::Table { out } => Some(out.clone()),
+        Command::Curves { out, epochs, base_epochs, .. } => {
+            at_least_one("--epochs", *epochs)?;
+            at_least_one("--base-epochs", *base_epochs)?;
+            Some(out.clone())
+        }
+        Command::Timing { out, repeats, .. } => {
+            at_least_one("--repeats", *repeats)?;
+            Some(out.clone())
+        }
+        Command::Scaling { out, sizes, budget } => {
+            if sizes.is_empty() {
+                return Err(XtaskError::Setting("--sizes names no hidden size".into()));
+            }
+            for &size in sizes {
+                at_least_one("every --sizes value", size)?;
+            }
+            if !(budget.is_finite() && *budget > 0.0) {
+                return Err(XtaskError::Setting(format!(
+                    "--budget must be a finite number of seconds above 0, got {budget}"
+                )));
+            }
+            Some(out.clone())
+        }
+        Command::Reproduce { out, quick } => {
+            Some(out.clone().unwrap_or_else(|| results_dir(*quick)))
+        }
+        Command::CheckResults { dir } => {
+            if !dir.is_dir() {
+                return Err(XtaskError::Check(format!(
+                    "{} is not a folder of results; run 'cargo xtask reproduce' (or \
+                     'cargo xtask reproduce --quick') first",
+                    dir.display()
+                )));
+            }
+            None
+        }
+        Command::Probe { .. } => None,
+    };
+    match out {
+        Some(out) if out.exists() && !out.is_dir() => Err(XtaskError::Setting(format!(
+            "--out {} is a file, not a folder; give a folder (it is created if missing)",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn execute(command: Command) -> Result<(), XtaskError> {
     match command {
         Command::Table { out } => {
             let rows = table::write(&out)?;
             println!("{}", table::markdown(&rows));
-            eprintln!("wrote {}", out.join("jacobian.md").display());
+            eprintln!(
+                "wrote {} and {}",
+                out.join("jacobian.md").display(),
+                out.join("jacobian.csv").display()
+            );
             Ok(())
         }
         Command::Curves { out, epochs, base_epochs, seed } => {
@@ -335,5 +436,43 @@ fn reproduce(dir: &Path, quick: bool) -> Result<(), XtaskError> {
         Ok(())
     } else {
         Err(XtaskError::Incomplete(failed.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values out of range are refused before anything runs, by name.
+    #[test]
+    fn bad_values_are_refused_up_front() {
+        let out = std::env::temp_dir();
+        let cases = [
+            (
+                Command::Curves { out: out.clone(), epochs: 0, base_epochs: 5, seed: 0 },
+                "--epochs must be at least 1, got 0",
+            ),
+            (
+                Command::Timing { out: out.clone(), warmup: 1, repeats: 0 },
+                "--repeats must be at least 1, got 0",
+            ),
+            (
+                Command::Scaling { out: out.clone(), sizes: vec![16, 0], budget: 1.0 },
+                "every --sizes value must be at least 1, got 0",
+            ),
+            (
+                Command::Scaling { out: out.clone(), sizes: vec![16], budget: f64::NAN },
+                "--budget must be a finite number of seconds above 0, got NaN",
+            ),
+            (
+                Command::Table { out: PathBuf::from(env!("CARGO_MANIFEST_PATH")) },
+                "is a file, not a folder",
+            ),
+        ];
+        for (command, message) in cases {
+            let error = check_command(&command).unwrap_err().to_string();
+            assert!(error.contains(message), "{error}");
+        }
+        assert!(check_command(&Command::Table { out }).is_ok());
     }
 }

@@ -39,6 +39,21 @@ pub struct InitialWeights {
 /// valid checkpoint; [`RunError::CheckpointMismatch`] when it was made for
 /// another cell, other sizes or other masks.
 pub fn load(path: &Path, cell: &dyn Cell<f32>) -> Result<InitialWeights, RunError> {
+    let weights = load_unchecked(path, cell)?;
+
+    // Weights that are not numbers cannot start a run.
+    if let Some(i) = weights.params.iter().position(|v| !v.is_finite()) {
+        return Err(RunError::InvalidWeights {
+            path: path.display().to_string(),
+            index: i,
+            value: weights.params[i],
+        });
+    }
+    Ok(weights)
+}
+
+/// [`load`] without the check that every weight is finite.
+fn load_unchecked(path: &Path, cell: &dyn Cell<f32>) -> Result<InitialWeights, RunError> {
     let layout = cell.layout();
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) {
         let params = import_npz(path, layout)?;

@@ -66,18 +66,19 @@ pub enum Algo {
     /// Back-propagation through the whole sequence; one update per
     /// sequence.
     Bptt,
-    /// BPTT truncated to windows of `window` steps; one update per
+    /// BPTT truncated to windows of `--window` steps; one update per
     /// window.
     Tbptt,
     /// Exact, dense real-time recurrent learning; online updates after
     /// every step.
     Rtrl,
-    /// SnAp-n ([`RunConfig::level`]): RTRL with the influence kept on the
-    /// units reachable in `n − 1` recurrent edges; online updates after
+    /// SnAp-n (level n from `--level`): RTRL with the influence kept on
+    /// the units reachable in n − 1 recurrent edges; online updates after
     /// every step.
     Snap,
-    /// RTRL over LoRA factors of a frozen base ([`RunConfig::lora`]);
-    /// online updates after every step.
+    /// RTRL over the LoRA factors of a frozen base (ranks from
+    /// `--rank-input` and `--rank-recurrent`); online updates after every
+    /// step.
     #[value(name = "lora-rtrl", alias = "lora_rtrl")]
     LoraRtrl,
 }
@@ -151,7 +152,7 @@ impl fmt::Display for OptimizerKind {
 /// How LoRA-RTRL trains the readout `V`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum LoraReadout {
-    /// Through its own LoRA factors of rank [`RunConfig::rank_readout`],
+    /// Through its own LoRA factors of rank `--rank-readout`,
     /// `V₀` frozen.
     #[default]
     Lora,
@@ -301,6 +302,15 @@ impl RunConfig {
                 requirement: "a finite number greater than 0".to_string(),
             });
         }
+        if let (Some(save), Some(merged)) = (&self.save, &self.save_merged) {
+            if save == merged {
+                return Err(RunError::SamePath {
+                    first: "--save",
+                    second: "--save-merged",
+                    path: save.display().to_string(),
+                });
+            }
+        }
         if self.save_merged.is_some() && self.algo != Algo::LoraRtrl {
             return Err(RunError::MergeWithoutLora { algo: self.algo });
         }
@@ -327,6 +337,62 @@ impl RunConfig {
             (Algo::Tbptt, Some(_)) | (_, None) => Ok(()),
             (algo, Some(_)) => Err(RunError::WindowUnused { algo }),
         }
+    }
+
+    /// An upper estimate, in bytes, of the memory a run with these
+    /// settings allocates: weights and their optimizer state, one
+    /// estimator per sequence of the batch (its influence matrix, double
+    /// buffered, or BPTT's tape), per-sequence gradients, and the training
+    /// and validation batches. `None` when the count itself overflows.
+    ///
+    /// The `rtrl` command line compares it with the memory available
+    /// before it allocates anything.
+    pub fn memory_estimate(&self) -> Option<u64> {
+        let u = |v: usize| v as u64;
+        let (gates, components) = match self.model {
+            CellKind::Gru => (3u64, 1u64),
+            CellKind::Lstm => (4, 2),
+            _ => (1, 1),
+        };
+        let n = u(self.hidden);
+        let state = components.checked_mul(n)?;
+        let input = u(self.bits).checked_add(2)?;
+        let output = u(self.bits);
+        let steps = u(self.max_len).checked_mul(2)?.checked_add(2)?;
+
+        // Core parameters P (the dense count bounds a sparse one).
+        let core =
+            gates.checked_mul(input.checked_add(n)?.checked_add(1)?)?.checked_mul(n)?;
+        let params = core.checked_add(output.checked_mul(n)?)?;
+
+        // Entries one sequence's estimator keeps.
+        let influence = match self.algo {
+            Algo::Bptt | Algo::Tbptt => {
+                // The tape: per step the cell's cache and state.
+                steps.checked_mul(
+                    gates.checked_add(4)?.checked_mul(state)?.checked_add(input)?,
+                )?
+            }
+            Algo::Snap if self.level.unwrap_or(1) == 1 => core.checked_mul(components)?,
+            Algo::Rtrl | Algo::Snap => state.checked_mul(core)?,
+            Algo::LoraRtrl => {
+                let w = u(self.lora.rank_input).checked_mul(input.checked_add(n)?)?;
+                let r = u(self.lora.rank_recurrent).checked_mul(n.checked_mul(2)?)?;
+                state.checked_mul(gates.checked_mul(w.checked_add(r)?)?)?
+            }
+        };
+        let per_sequence = influence.checked_mul(2)?.checked_add(params)?;
+
+        // Batches: training and validation sequences, inputs and targets.
+        let sequences = u(self.batch).checked_add(u(self.validation_samples))?;
+        let data =
+            sequences.checked_mul(steps)?.checked_mul(input.checked_add(output)?)?;
+
+        let entries = u(self.batch)
+            .checked_mul(per_sequence)?
+            .checked_add(params.checked_mul(6)?)?
+            .checked_add(data)?;
+        entries.checked_mul(4)
     }
 
     /// The copy task these settings describe.
@@ -479,6 +545,38 @@ pub enum RunError {
         /// What is wrong, and what to do about it.
         reason: String,
     },
+    /// A checkpoint cannot be written where it was asked for (checked
+    /// before training).
+    #[error("cannot write the checkpoint {path}: {reason}")]
+    Output {
+        /// The checkpoint's path.
+        path: String,
+        /// What is wrong, and what to do about it.
+        reason: String,
+    },
+    /// Initial weights (`init_from`) that are NaN or infinite.
+    #[error(
+        "{path} holds a weight that is not a finite number ({value} at flat index \
+         {index}); use a checkpoint of a run that did not diverge"
+    )]
+    InvalidWeights {
+        /// The file.
+        path: String,
+        /// Flat index of the first bad weight (SPEC parameter order).
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// Two outputs of one run were given the same path.
+    #[error("{first} and {second} name the same file {path}; give each its own path")]
+    SamePath {
+        /// The first setting.
+        first: &'static str,
+        /// The second setting.
+        second: &'static str,
+        /// The path.
+        path: String,
+    },
     /// An error of the model or the task set-up.
     #[error(transparent)]
     Core(#[from] rtrl_core::Error),
@@ -607,6 +705,14 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let start = Instant::now();
     config.validate()?;
+
+    // The checkpoints' places, before any training.
+    for path in [&config.save, &config.save_merged].into_iter().flatten() {
+        crate::log::check_output_path(path).map_err(|reason| RunError::Output {
+            path: path.display().to_string(),
+            reason,
+        })?;
+    }
 
     // The network: masks and initial weights both come from the seed.
     let task = config.task()?;

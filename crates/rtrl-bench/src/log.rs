@@ -1,12 +1,13 @@
 //! The loss curve as a CSV file that appears only when complete.
 //!
-//! [`CsvLog`] writes its rows to a hidden temporary file in the folder of
-//! the final path and renames it into place in [`CsvLog::finish`]. A run
-//! that fails, or a log dropped without finishing, leaves no file behind:
-//! the temporary file is removed.
+//! [`CsvLog`] keeps its rows in memory (some tens of bytes per epoch) and
+//! in [`CsvLog::finish`] writes them to a hidden temporary file in the
+//! folder of the final path, which it then renames into place. A run that
+//! fails, is interrupted or is dropped without finishing leaves no file
+//! behind.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::experiment::{EpochRecord, RunError};
@@ -15,44 +16,24 @@ use crate::experiment::{EpochRecord, RunError};
 #[derive(Debug)]
 pub struct CsvLog {
     path: PathBuf,
-    temp: PathBuf,
-    writer: Option<csv::Writer<BufWriter<File>>>,
+    writer: csv::Writer<Vec<u8>>,
 }
 
 impl CsvLog {
     /// Checks that a log can be written at `path`: its folder exists and
-    /// `path` is not itself a folder. Creates nothing.
+    /// `path` is not itself a folder nor a device or other special file.
+    /// Creates nothing.
     pub fn check_path(path: &Path) -> Result<(), RunError> {
-        let error =
-            |reason: String| RunError::Log { path: path.display().to_string(), reason };
-        if path.file_name().is_none() {
-            return Err(error(
-                "the path names no file; give a file name such as run.csv".into(),
-            ));
-        }
-        if path.is_dir() {
-            return Err(error("it is a folder; give a file name inside it".into()));
-        }
-        let folder = folder_of(path);
-        if !folder.is_dir() {
-            return Err(error(format!(
-                "the folder {} does not exist; create it first or choose another path",
-                folder.display()
-            )));
-        }
-        Ok(())
+        check_output_path(path)
+            .map_err(|reason| RunError::Log { path: path.display().to_string(), reason })
     }
 
-    /// Checks `path` (see [`check_path`](Self::check_path)) and opens a
-    /// temporary file beside it, with the CSV header written.
+    /// Checks `path` (see [`check_path`](Self::check_path)) and starts a
+    /// log with the CSV header; nothing is written to disk yet.
     pub fn create(path: &Path) -> Result<Self, RunError> {
         Self::check_path(path)?;
-        let name = path.file_name().expect("checked above").to_string_lossy();
-        let temp = folder_of(path).join(format!(".{name}.{}.tmp", std::process::id()));
-        let file = File::create(&temp).map_err(|e| io_error(path, e))?;
-        let writer =
-            csv::WriterBuilder::new().has_headers(true).from_writer(BufWriter::new(file));
-        Ok(CsvLog { path: path.to_path_buf(), temp, writer: Some(writer) })
+        let writer = csv::WriterBuilder::new().has_headers(true).from_writer(Vec::new());
+        Ok(CsvLog { path: path.to_path_buf(), writer })
     }
 
     /// The final path of the log.
@@ -62,37 +43,52 @@ impl CsvLog {
 
     /// Appends one row.
     pub fn write(&mut self, record: &EpochRecord) -> Result<(), RunError> {
-        let writer =
-            self.writer.as_mut().expect("a log is written before it is finished");
-        writer.serialize(record).map_err(|e| io_error(&self.path, e.into()))
+        self.writer.serialize(record).map_err(|e| io_error(&self.path, e.into()))
     }
 
-    /// Flushes the rows to disk and renames the temporary file to the
-    /// final path, replacing any file there.
-    pub fn finish(mut self) -> Result<(), RunError> {
-        let writer = self.writer.take().expect("a log is finished once");
-        let result = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|buffer| buffer.into_inner().map_err(|e| e.into_error()))
-            .and_then(|file| file.sync_all())
-            .and_then(|()| fs::rename(&self.temp, &self.path));
+    /// Writes the rows to a temporary file beside the final path, flushes
+    /// it to disk and renames it to the final path, replacing any file
+    /// there.
+    pub fn finish(self) -> Result<(), RunError> {
+        let path = self.path;
+        let bytes =
+            self.writer.into_inner().map_err(|e| io_error(&path, e.into_error()))?;
+        let name = path.file_name().expect("checked in create").to_string_lossy();
+        let temp = folder_of(&path).join(format!(".{name}.{}.tmp", std::process::id()));
+        let result = File::create(&temp)
+            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+            .and_then(|()| fs::rename(&temp, &path));
         result.map_err(|e| {
-            let _ = fs::remove_file(&self.temp);
-            io_error(&self.path, e)
+            let _ = fs::remove_file(&temp);
+            io_error(&path, e)
         })
     }
 }
 
-impl Drop for CsvLog {
-    fn drop(&mut self) {
-        // Not finished: the run failed, so leave nothing behind.
-        if let Some(mut writer) = self.writer.take() {
-            let _ = writer.flush();
-            drop(writer);
-            let _ = fs::remove_file(&self.temp);
-        }
+/// Checks that a file can be written at `path` by a temporary file and a
+/// rename: its folder exists and `path` is not a folder, a device or
+/// another special file. Creates nothing. The error says what is wrong
+/// and what to do.
+pub fn check_output_path(path: &Path) -> Result<(), String> {
+    if path.file_name().is_none() {
+        return Err("the path names no file; give a file name such as run.csv".into());
     }
+    if path.is_dir() {
+        return Err("it is a folder; give a file name inside it".into());
+    }
+    if path.exists() && !path.is_file() {
+        return Err(
+            "it is a device or other special file; give a regular file's path".into()
+        );
+    }
+    let folder = folder_of(path);
+    if !folder.is_dir() {
+        return Err(format!(
+            "the folder {} does not exist; create it first or choose another path",
+            folder.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The folder a file path lives in (`.` for a bare file name).

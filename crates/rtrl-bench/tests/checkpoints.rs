@@ -196,8 +196,22 @@ fn unfit_files_fail_cleanly() {
     fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
     let out = dir.join("out.safetensors");
     let out_arg = out.to_str().unwrap();
+    let merged = dir.join("merged.safetensors");
+    let merged_arg = merged.to_str().unwrap();
 
-    let cases: [(&[&str], &str); 6] = [
+    // A `.npz` of the right length (GRU, input 3, hidden 5: 120 core
+    // weights and 5 of the readout), every weight NaN.
+    let nan = dir.join("nan.npz");
+    {
+        use npyz::WriterBuilder;
+        let mut npz = npyz::npz::NpzWriter::create(&nan).unwrap();
+        let builder = npz.array("params", Default::default()).unwrap();
+        let mut w = builder.default_dtype().shape(&[125]).begin_nd().unwrap();
+        w.extend(std::iter::repeat_n(f64::NAN, 125)).unwrap();
+        w.finish().unwrap();
+    }
+
+    let cases: [(&[&str], &str); 8] = [
         (&["--model", "lstm", "--init-from", base_arg], "pass --model gru"),
         (&["--hidden", "6", "--init-from", base_arg], "pass --hidden 5"),
         (&["--init-from", junk.to_str().unwrap()], "is not an rtrl checkpoint"),
@@ -206,7 +220,9 @@ fn unfit_files_fail_cleanly() {
             &["--recurrent-density", "0.5", "--init-from", base_arg],
             "--recurrent-density 1",
         ),
-        (&["--algo", "rtrl", "--save-merged", out_arg], "--save-merged applies to"),
+        (&["--algo", "rtrl", "--save-merged", merged_arg], "--save-merged applies to"),
+        (&["--init-from", nan.to_str().unwrap()], "holds a weight that is not a finite"),
+        (&["--log", out_arg], "--log and --save name the same file"),
     ];
     for (args, expected) in cases {
         let mut full = vec!["--epochs", "1", "--save", out_arg];

@@ -239,3 +239,50 @@ fn count_prints_the_thesis_sizes() {
         "error: --hidden must be at least 1, got 0"
     );
 }
+
+#[test]
+fn runs_too_large_for_memory_are_refused_before_allocating() {
+    fails_cleanly(&["--hidden", "100000"], "GiB of memory, more than the");
+    fails_cleanly(
+        &["--hidden", "18446744073709551615"],
+        "too large to fit in any memory",
+    );
+    let output = rtrl(&["count", "--hidden", "100000"], "1");
+    assert!(!output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
+}
+
+#[test]
+fn flags_the_estimator_would_ignore_are_refused() {
+    fails_cleanly(
+        &["--rank-input", "4"],
+        "--rank-input applies to --algo lora-rtrl only, not to --algo rtrl",
+    );
+    fails_cleanly(
+        &["--algo", "lora-rtrl", "--readout", "full", "--rank-readout", "3"],
+        "--rank-readout applies to --readout lora only",
+    );
+}
+
+#[test]
+fn special_files_are_not_outputs() {
+    fails_cleanly(&["--save", "/dev/null"], "it is a device or other special file");
+}
+
+/// A run killed while it trains leaves no log, finished or temporary.
+#[test]
+fn a_killed_run_leaves_no_file() {
+    let dir = scratch("killed");
+    let log = dir.join("x.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtrl"))
+        .args(["train", "--hidden", "4", "--epochs", "10000000", "--quiet", "--log"])
+        .arg(&log)
+        .spawn()
+        .expect("the rtrl binary runs");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -69,7 +69,7 @@ impl From<Model> for CellKind {
 
 /// The flags of `rtrl train`, named after the thesis's code. Defaults are
 /// the thesis's protocol.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(allow_negative_numbers = true)]
 struct TrainArgs {
     /// Recurrent cell.
@@ -151,26 +151,29 @@ struct TrainArgs {
     #[arg(long)]
     quiet: bool,
 
-    /// Rank of the LoRA factors of every input matrix W (lora-rtrl).
-    #[arg(long, default_value_t = LoraConfig::default().rank_input)]
-    rank_input: usize,
+    /// Rank of the LoRA factors of every input matrix W (lora-rtrl only)
+    /// [default: 2].
+    #[arg(long)]
+    rank_input: Option<usize>,
 
-    /// Rank of the LoRA factors of every recurrent matrix R (lora-rtrl).
-    #[arg(long, default_value_t = LoraConfig::default().rank_recurrent)]
-    rank_recurrent: usize,
+    /// Rank of the LoRA factors of every recurrent matrix R (lora-rtrl
+    /// only) [default: 8].
+    #[arg(long)]
+    rank_recurrent: Option<usize>,
 
-    /// Scale α of the LoRA updates (α/r)·B·A (lora-rtrl).
-    #[arg(long, default_value_t = LoraConfig::default().alpha)]
-    alpha: f64,
+    /// Scale α of the LoRA updates (α/r)·B·A (lora-rtrl only) [default: 1].
+    #[arg(long)]
+    alpha: Option<f64>,
 
     /// How lora-rtrl trains the readout: through its own LoRA factors, or
-    /// every entry.
-    #[arg(long, value_enum, default_value_t = LoraReadout::Lora)]
-    readout: LoraReadout,
+    /// every entry (lora-rtrl only) [default: lora].
+    #[arg(long, value_enum)]
+    readout: Option<LoraReadout>,
 
-    /// Rank of the readout's LoRA factors (lora-rtrl with --readout lora).
-    #[arg(long, default_value_t = RunConfig::default().rank_readout)]
-    rank_readout: usize,
+    /// Rank of the readout's LoRA factors (lora-rtrl with --readout lora
+    /// only) [default: 1].
+    #[arg(long)]
+    rank_readout: Option<usize>,
 
     /// Start from the weights in this file: a checkpoint (.safetensors)
     /// or a .npz with a flat `params` array; for lora-rtrl, the frozen
@@ -191,6 +194,7 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn config(&self) -> RunConfig {
+        let defaults = RunConfig::default();
         RunConfig {
             model: self.model.into(),
             algo: self.algo,
@@ -210,17 +214,62 @@ impl TrainArgs {
             level: self.level,
             bias: self.bias,
             lora: LoraConfig {
-                rank_input: self.rank_input,
-                rank_recurrent: self.rank_recurrent,
-                alpha: self.alpha,
+                rank_input: self.rank_input.unwrap_or(defaults.lora.rank_input),
+                rank_recurrent: self
+                    .rank_recurrent
+                    .unwrap_or(defaults.lora.rank_recurrent),
+                alpha: self.alpha.unwrap_or(defaults.lora.alpha),
             },
-            lora_readout: self.readout,
-            rank_readout: self.rank_readout,
+            lora_readout: self.readout.unwrap_or(defaults.lora_readout),
+            rank_readout: self.rank_readout.unwrap_or(defaults.rank_readout),
             init_from: self.init_from.clone(),
             save: self.save.clone(),
             save_merged: self.save_merged.clone(),
-            ..RunConfig::default()
+            ..defaults
         }
+    }
+
+    /// Refuses flags that the chosen estimator would ignore, and output
+    /// files that share a path.
+    fn check_flags(&self) -> Result<(), String> {
+        let lora_flags = [
+            ("--rank-input", self.rank_input.is_some()),
+            ("--rank-recurrent", self.rank_recurrent.is_some()),
+            ("--alpha", self.alpha.is_some()),
+            ("--readout", self.readout.is_some()),
+            ("--rank-readout", self.rank_readout.is_some()),
+        ];
+        if self.algo != Algo::LoraRtrl {
+            if let Some((flag, _)) = lora_flags.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{flag} applies to --algo lora-rtrl only, not to --algo {}; drop it",
+                    self.algo
+                ));
+            }
+        } else if self.readout == Some(LoraReadout::Full) && self.rank_readout.is_some() {
+            return Err("--rank-readout applies to --readout lora only; drop it or use \
+                        --readout lora"
+                .to_string());
+        }
+        let outputs = [
+            ("--log", self.log.as_ref()),
+            ("--save", self.save.as_ref()),
+            ("--save-merged", self.save_merged.as_ref()),
+        ];
+        for (i, (first, a)) in outputs.iter().enumerate() {
+            for (second, b) in &outputs[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    if a == b {
+                        return Err(format!(
+                            "{first} and {second} name the same file {}; give each its \
+                             own path",
+                            a.display()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -288,14 +337,19 @@ fn usage_error(error: clap::Error) -> ExitCode {
     for hint in &parts[1..] {
         line.push_str(&format!(" {hint}"));
     }
-    eprintln!("error: {line}; see 'rtrl train --help'");
+    // Point to the help of the subcommand that was asked for.
+    let command =
+        std::env::args().nth(1).filter(|a| a == "count").unwrap_or("train".into());
+    eprintln!("error: {line}; see 'rtrl {command} --help'");
     ExitCode::from(USAGE_ERROR)
 }
 
 /// Runs `rtrl train`; an error comes back as one sentence.
 fn train(args: &TrainArgs) -> Result<(), String> {
     let config = args.config();
+    args.check_flags()?;
     config.validate().map_err(|e| sentence(&e))?;
+    check_memory(&config)?;
     if config.algo == Algo::LoraRtrl && config.init_from.is_none() {
         eprintln!(
             "note: no --init-from: lora-rtrl fine-tunes a random frozen base (seed {})",
@@ -340,7 +394,12 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         }
     });
     progress.finish_and_clear();
-    let summary = result.map_err(|e| sentence(&e))?;
+    let summary = result.map_err(|e| match e {
+        RunError::Diverged { .. } if config.algo == Algo::LoraRtrl => {
+            format!("{} or the LoRA scale (--alpha)", sentence(&e))
+        }
+        e => sentence(&e),
+    })?;
     if let Some(error) = log_error {
         return Err(sentence(&error));
     }
@@ -354,7 +413,24 @@ fn train(args: &TrainArgs) -> Result<(), String> {
 
 /// Runs `rtrl count`: the influence storage of one sequence's estimator.
 fn count(args: &TrainArgs) -> Result<(), String> {
-    let config = args.config();
+    // Only the network and the estimator count: the training flags take
+    // their defaults, whatever was given.
+    let defaults = RunConfig::default();
+    let config = RunConfig {
+        batch: 1,
+        epochs: defaults.epochs,
+        lr: defaults.lr,
+        init_from: None,
+        save: None,
+        save_merged: None,
+        ..args.config()
+    };
+    if config.algo != Algo::LoraRtrl {
+        TrainArgs { log: None, save: None, save_merged: None, ..args.clone() }
+            .check_flags()?;
+    }
+    config.validate().map_err(|e| sentence(&e))?;
+    check_memory(&config)?;
     let size = jacobian_size(&config).map_err(|e| sentence(&e))?;
     println!(
         "{model} {algo}: {p} core parameters, {entries} entries of J^h, {bytes} bytes of \
@@ -366,6 +442,31 @@ fn count(args: &TrainArgs) -> Result<(), String> {
         bytes = size.bytes,
     );
     Ok(())
+}
+
+/// Refuses a run whose memory estimate exceeds the memory available
+/// (`MemAvailable` of `/proc/meminfo`; no check where that is unknown),
+/// before anything is allocated.
+fn check_memory(config: &RunConfig) -> Result<(), String> {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let advice = "lower --hidden, --batch, --bits or --max-len (or the LoRA ranks)";
+    let Some(needed) = config.memory_estimate() else {
+        return Err(format!("this run is too large to fit in any memory; {advice}"));
+    };
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    match available {
+        Some(available) if needed > available => Err(format!(
+            "this run needs about {:.1} GiB of memory, more than the {:.1} GiB \
+             available; {advice}",
+            needed as f64 / GIB,
+            available as f64 / GIB
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A library error as one sentence, naming the flag at fault.
