@@ -201,20 +201,7 @@ fn usage_error(error: clap::Error) -> ExitCode {
             "no command given; run 'cargo xtask reproduce' or see 'cargo xtask --help'"
                 .to_string()
         }
-        _ => {
-            let rendered = error.render().to_string();
-            let parts: Vec<&str> = rendered
-                .lines()
-                .map(str::trim)
-                .filter(|line| {
-                    !line.is_empty()
-                        && !line.starts_with("Usage:")
-                        && !line.starts_with("For more information")
-                })
-                .map(|line| line.strip_prefix("error: ").unwrap_or(line))
-                .collect();
-            format!("{}; see 'cargo xtask --help'", parts.join(" "))
-        }
+        _ => format!("{}; see 'cargo xtask --help'", rtrl_bench::cli::usage_line(&error)),
     };
     eprintln!("error: {line}");
     ExitCode::from(2)

@@ -12,6 +12,7 @@
 //!   training.
 //! - [`log`]: [`CsvLog`], a loss-curve CSV that appears at its path only
 //!   once the run has completed.
+//! - [`cli`]: what the `rtrl` and `cargo xtask` command lines share.
 //! - [`checkpoints`]: the weights a run starts from (`--init-from`) and
 //!   the checkpoints it writes (`--save`, `--save-merged`).
 //!
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod checkpoints;
+pub mod cli;
 pub mod experiment;
 pub mod log;
 

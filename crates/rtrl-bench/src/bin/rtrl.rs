@@ -320,23 +320,7 @@ fn usage_error(error: clap::Error) -> ExitCode {
         return ExitCode::from(USAGE_ERROR);
     }
 
-    // Keep clap's message and its hints, drop the usage block.
-    let rendered = error.render().to_string();
-    let parts: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .filter(|line| {
-            !line.is_empty()
-                && !line.starts_with("Usage:")
-                && !line.starts_with("For more information")
-        })
-        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
-        .collect();
-    let message = if parts.is_empty() { "invalid command line" } else { parts[0] };
-    let mut line = message.to_string();
-    for hint in &parts[1..] {
-        line.push_str(&format!(" {hint}"));
-    }
+    let line = rtrl_bench::cli::usage_line(&error);
     // Point to the help of the subcommand that was asked for.
     let command =
         std::env::args().nth(1).filter(|a| a == "count").unwrap_or("train".into());
