@@ -349,11 +349,8 @@ impl RunConfig {
     /// before it allocates anything.
     pub fn memory_estimate(&self) -> Option<u64> {
         let u = |v: usize| v as u64;
-        let (gates, components) = match self.model {
-            CellKind::Gru => (3u64, 1u64),
-            CellKind::Lstm => (4, 2),
-            _ => (1, 1),
-        };
+        let gates = u(self.model.gates());
+        let components: u64 = if self.model == CellKind::Lstm { 2 } else { 1 };
         let n = u(self.hidden);
         let state = components.checked_mul(n)?;
         let input = u(self.bits).checked_add(2)?;
@@ -953,6 +950,15 @@ mod tests {
             (
                 RunConfig { level: Some(2), ..RunConfig::default() },
                 "a level applies to snap only, not to rtrl",
+            ),
+            (
+                RunConfig {
+                    algo: Algo::LoraRtrl,
+                    save: Some("w.safetensors".into()),
+                    save_merged: Some("w.safetensors".into()),
+                    ..RunConfig::default()
+                },
+                "--save and --save-merged name the same file w.safetensors",
             ),
         ];
         for (config, message) in cases {

@@ -69,7 +69,7 @@ impl From<Model> for CellKind {
 
 /// The flags of `rtrl train`, named after the thesis's code. Defaults are
 /// the thesis's protocol.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 struct TrainArgs {
     /// Recurrent cell.
@@ -229,9 +229,8 @@ impl TrainArgs {
         }
     }
 
-    /// Refuses flags that the chosen estimator would ignore, and output
-    /// files that share a path.
-    fn check_flags(&self) -> Result<(), String> {
+    /// Refuses flags that the chosen estimator would ignore.
+    fn check_estimator_flags(&self) -> Result<(), String> {
         let lora_flags = [
             ("--rank-input", self.rank_input.is_some()),
             ("--rank-recurrent", self.rank_recurrent.is_some()),
@@ -251,22 +250,20 @@ impl TrainArgs {
                         --readout lora"
                 .to_string());
         }
-        let outputs = [
-            ("--log", self.log.as_ref()),
-            ("--save", self.save.as_ref()),
-            ("--save-merged", self.save_merged.as_ref()),
-        ];
-        for (i, (first, a)) in outputs.iter().enumerate() {
-            for (second, b) in &outputs[i + 1..] {
-                if let (Some(a), Some(b)) = (a, b) {
-                    if a == b {
-                        return Err(format!(
-                            "{first} and {second} name the same file {}; give each its \
-                             own path",
-                            a.display()
-                        ));
-                    }
-                }
+        Ok(())
+    }
+
+    /// Refuses a log that shares its path with a checkpoint (the library
+    /// refuses two checkpoints on one path).
+    fn check_log_path(&self) -> Result<(), String> {
+        let Some(log) = &self.log else { return Ok(()) };
+        for (flag, path) in [("--save", &self.save), ("--save-merged", &self.save_merged)]
+        {
+            if path.as_ref() == Some(log) {
+                return Err(format!(
+                    "--log and {flag} name the same file {}; give each its own path",
+                    log.display()
+                ));
             }
         }
         Ok(())
@@ -331,7 +328,8 @@ fn usage_error(error: clap::Error) -> ExitCode {
 /// Runs `rtrl train`; an error comes back as one sentence.
 fn train(args: &TrainArgs) -> Result<(), String> {
     let config = args.config();
-    args.check_flags()?;
+    args.check_estimator_flags()?;
+    args.check_log_path()?;
     config.validate().map_err(|e| sentence(&e))?;
     check_memory(&config)?;
     if config.algo == Algo::LoraRtrl && config.init_from.is_none() {
@@ -409,10 +407,7 @@ fn count(args: &TrainArgs) -> Result<(), String> {
         save_merged: None,
         ..args.config()
     };
-    if config.algo != Algo::LoraRtrl {
-        TrainArgs { log: None, save: None, save_merged: None, ..args.clone() }
-            .check_flags()?;
-    }
+    args.check_estimator_flags()?;
     config.validate().map_err(|e| sentence(&e))?;
     check_memory(&config)?;
     let size = jacobian_size(&config).map_err(|e| sentence(&e))?;
