@@ -958,7 +958,8 @@ mod tests {
                     save_merged: Some("w.safetensors".into()),
                     ..RunConfig::default()
                 },
-                "--save and --save-merged name the same file w.safetensors",
+                "--save and --save-merged name the same file w.safetensors; give each its \
+                 own path",
             ),
         ];
         for (config, message) in cases {
